@@ -1,0 +1,144 @@
+import fp from 'fastify-plugin'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv'
+import type { JSONRPCRequest } from '@modelcontextprotocol/sdk/types.js'
+import { ConflictError, ForbiddenOriginError, InvalidRequestError, MissingSessionIdError, SessionNotFoundError } from '../src/errors.js'
+import { originMatcher } from '../src/origins.js'
+import { SessionCache, type LiveSession } from '../src/transport/session-cache.js'
+import { checkProtocolVersion, readMessages, requireAccept } from '../src/transport/http-rules.js'
+import { sseHeaders } from '../src/transport/sse.js'
+import { VERSION } from '../src/version.js'
+
+/** The Streamable HTTP endpoint's handlers, called by the thin route file. */
+export interface McpEndpoint {
+  post (request: FastifyRequest, reply: FastifyReply): Promise<unknown>
+  get (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply>
+  delete (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply>
+  /** onRequest hook: a present Origin that is not allowed gets 403. */
+  verifyOrigin (request: FastifyRequest, reply: FastifyReply): Promise<void>
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    mcp: McpEndpoint
+    sessionCache: SessionCache
+  }
+}
+
+const POST_ACCEPT = ['application/json', 'text/event-stream'] as const
+const GET_ACCEPT = ['text/event-stream'] as const
+/** Longer ids were never minted here; they are refused without a store lookup. */
+const MAX_SESSION_ID_LENGTH = 128
+const STREAMED = Symbol('streamed')
+
+function sessionIdOf (request: FastifyRequest): string {
+  const id = request.headers['mcp-session-id']
+  if (typeof id !== 'string' || id === '') throw new MissingSessionIdError()
+  return id
+}
+
+/** Sends SSE response headers at once (with the headers hooks already set, such as CORS). */
+function openSse (reply: FastifyReply, sessionId: string) {
+  reply.hijack()
+  reply.raw.writeHead(200, { ...reply.getHeaders(), ...sseHeaders(sessionId) } as Record<string, string>)
+  reply.raw.flushHeaders()
+  return reply.raw
+}
+
+/**
+ * The Streamable HTTP transport of the server: the HTTP rules of the specification, the transport
+ * cache with just-in-time rebuilding, and the choice of JSON or SSE per request.
+ */
+export default fp(async function mcpTransport (fastify) {
+  const { config, sessionStore: store, mcpMetrics: metrics } = fastify
+  const cache = new SessionCache({
+    features: fastify.mcpFeatures,
+    store,
+    serverInfo: { name: 'calculator-mcp-server', version: VERSION },
+    validator: new AjvJsonSchemaValidator(),
+    observer: {
+      toolCalled: (tool, outcome, seconds) => {
+        metrics.toolCalls.inc({ tool, outcome })
+        metrics.toolDuration.observe({ tool }, seconds)
+      },
+      calculated: operation => metrics.calculations.inc({ operation })
+    },
+    logError: (err, message) => fastify.log.error({ err }, message)
+  }, {
+    max: config.SESSION_CACHE_MAX,
+    idleMs: config.SESSION_TTL_SECONDS * 1000,
+    onRebuilt: () => metrics.sessionsRebuilt.inc()
+  })
+  metrics.cachedSessions = () => cache.size
+  const originAllowed = originMatcher(config.ALLOWED_ORIGINS)
+
+  async function liveSession (request: FastifyRequest): Promise<LiveSession> {
+    const id = sessionIdOf(request)
+    const live = id.length > MAX_SESSION_ID_LENGTH ? undefined : await cache.acquire(id)
+    if (live === undefined) throw new SessionNotFoundError()
+    return live
+  }
+
+  const endpoint: McpEndpoint = {
+    async post (request, reply) {
+      requireAccept(request.headers.accept, POST_ACCEPT)
+      checkProtocolVersion(request.headers['mcp-protocol-version'])
+      const { messages, batch } = readMessages(request.body)
+      const initialize = messages.find(m => 'method' in m && m.method === 'initialize')
+      if (initialize !== undefined) {
+        if (messages.length > 1 || !('id' in initialize)) throw new InvalidRequestError('initialize must be sent alone, as a request')
+        const { sessionId, response } = await cache.initialize(initialize as JSONRPCRequest)
+        if (sessionId !== undefined) {
+          reply.header('mcp-session-id', sessionId)
+          metrics.sessionsCreated.inc()
+        }
+        return batch ? [response] : response
+      }
+      const live = await liveSession(request)
+      const answer = await new Promise<unknown>(resolve => {
+        const answered = live.transport.post(messages, batch, {
+          json: resolve,
+          stream: () => {
+            const raw = openSse(reply, live.transport.sessionId)
+            resolve(STREAMED)
+            return raw
+          }
+        }, { requestInfo: { headers: request.headers } })
+        if (!answered) resolve(undefined)
+      })
+      if (answer === STREAMED) return reply
+      if (answer === undefined) return reply.code(202).send()
+      return answer
+    },
+
+    async get (request, reply) {
+      requireAccept(request.headers.accept, GET_ACCEPT)
+      checkProtocolVersion(request.headers['mcp-protocol-version'])
+      const live = await liveSession(request)
+      if (live.transport.hasStandaloneStream) throw new ConflictError('a GET stream is already open for this session on this node')
+      live.transport.openStandaloneStream(openSse(reply, live.transport.sessionId), config.KEEPALIVE_MS)
+      return reply
+    },
+
+    async delete (request, reply) {
+      checkProtocolVersion(request.headers['mcp-protocol-version'])
+      const id = sessionIdOf(request)
+      const existed = id.length <= MAX_SESSION_ID_LENGTH && await store.delete(id)
+      cache.drop(id)
+      if (!existed) throw new SessionNotFoundError()
+      metrics.sessionsDeleted.inc()
+      return reply.code(200).send()
+    },
+
+    async verifyOrigin (request) {
+      const origin = request.headers.origin
+      if (origin !== undefined && !originAllowed(origin)) throw new ForbiddenOriginError()
+    }
+  }
+
+  fastify.decorate('mcp', endpoint)
+  fastify.decorate('sessionCache', cache)
+  fastify.addHook('onRequest', async (_request, reply) => { reply.header('x-served-by', config.NODE_ID) })
+  // Streams end before the server stops listening, so clients reconnect elsewhere and close() does not wait on them.
+  fastify.addHook('preClose', async () => cache.close())
+}, { name: 'mcp-transport', dependencies: ['config', 'session-store', 'metrics', 'calculator'] })

@@ -1,0 +1,38 @@
+import type { FastifyInstance, FastifyServerOptions } from 'fastify'
+import config, { type ConfigPluginOptions } from '../plugins/config.js'
+import errorBoundary from '../plugins/error-boundary.js'
+import cors from '../plugins/cors.js'
+import sessionStore from '../plugins/session-store.js'
+import metrics from '../plugins/metrics.js'
+import rateLimit from '../plugins/rate-limit.js'
+import calculator from '../plugins/calculator.js'
+import mcpTransport from '../plugins/mcp-transport.js'
+import mcpRoutes from '../routes/mcp.js'
+import healthRoutes from '../routes/health.js'
+import metricsRoutes from '../routes/metrics.js'
+
+export type AppOptions = ConfigPluginOptions
+
+/**
+ * The root plugin, loaded by `fastify start`: plugins first (the error boundary before any route),
+ * then the thin routes.
+ */
+export default async function app (fastify: FastifyInstance, opts: AppOptions) {
+  await fastify.register(config, opts)
+  await fastify.register(errorBoundary)
+  await fastify.register(cors)
+  await fastify.register(sessionStore)
+  await fastify.register(metrics)
+  await fastify.register(rateLimit)
+  await fastify.register(calculator)
+  await fastify.register(mcpTransport)
+  await fastify.register(mcpRoutes)
+  await fastify.register(healthRoutes)
+  await fastify.register(metricsRoutes)
+}
+
+/** Server options for `fastify start -o`: the app is registered without encapsulation, and secrets never reach the log. */
+export const options: FastifyServerOptions & { skipOverride: boolean } = {
+  skipOverride: true,
+  logger: { redact: ['req.headers.authorization', 'req.headers.cookie', 'res.headers["set-cookie"]'] }
+}

@@ -1,0 +1,55 @@
+import { hostname } from 'node:os'
+import { Type, type Static, type TSchema } from '@sinclair/typebox'
+import { Value } from '@sinclair/typebox/value'
+import { ConfigError } from './errors.js'
+
+const Integer = (options: { default: number, minimum: number, maximum: number, description: string }) =>
+  Type.Integer(options)
+
+/**
+ * Every setting the server reads from its environment. Defaults suit one laptop; the README lists
+ * what to change for production.
+ */
+export const ConfigSchema = Type.Object({
+  PORT: Integer({ default: 1453, minimum: 1, maximum: 65535, description: 'TCP port to listen on' }),
+  HOST: Type.String({ default: '127.0.0.1', minLength: 1, description: 'address to listen on' }),
+  USE_REDIS: Type.Boolean({ default: false, description: 'keep sessions in Redis instead of memory' }),
+  REDIS_URL: Type.String({ default: 'redis://127.0.0.1:6379', pattern: '^rediss?://', description: 'a redis:// or rediss:// URL' }),
+  LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l)), { default: 'info', description: 'one of fatal, error, warn, info, debug, trace, silent' }),
+  CORS_ORIGIN: Type.String({ default: '', description: 'comma-separated origins for CORS; empty means the ALLOWED_ORIGINS rule' }),
+  ALLOWED_ORIGINS: Type.String({ default: 'http://localhost,http://127.0.0.1,http://[::1]', minLength: 1, description: 'comma-separated origins (any port when none is given) or *' }),
+  SESSION_TTL_SECONDS: Integer({ default: 1800, minimum: 1, maximum: 30 * 24 * 3600, description: 'idle seconds before a session expires' }),
+  SESSION_CACHE_MAX: Integer({ default: 1000, minimum: 1, maximum: 1_000_000, description: 'live sessions kept in memory on this node' }),
+  HISTORY_LIMIT: Integer({ default: 1000, minimum: 1, maximum: 100_000, description: 'history entries kept per session' }),
+  RATE_LIMIT_MAX: Integer({ default: 1000, minimum: 1, maximum: 100_000_000, description: 'requests per window per session or address' }),
+  RATE_LIMIT_WINDOW_MS: Integer({ default: 60_000, minimum: 100, maximum: 86_400_000, description: 'rate limit window in milliseconds' }),
+  BODY_LIMIT_BYTES: Integer({ default: 1_048_576, minimum: 1024, maximum: 104_857_600, description: 'largest accepted request body in bytes' }),
+  KEEPALIVE_MS: Integer({ default: 15_000, minimum: 1000, maximum: 600_000, description: 'milliseconds between SSE keepalive comments' }),
+  SAMPLE_TOOL_NAME: Type.String({ default: '', pattern: '^([A-Za-z0-9_.-]{1,64})?$', description: 'name of an extra echo tool, 1-64 of A-Z a-z 0-9 _ . -' }),
+  NODE_ID: Type.String({ default: '', pattern: '^[\\x21-\\x7E]{0,64}$', description: 'name of this node in X-Served-By and logs; defaults to hostname-pid' })
+})
+
+export type Config = Static<typeof ConfigSchema>
+
+/**
+ * Reads the configuration from an environment, applying defaults and converting strings.
+ * @throws {ConfigError} naming the first variable that is invalid and what it accepts.
+ */
+export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
+  const raw: Record<string, unknown> = {}
+  for (const key of Object.keys(ConfigSchema.properties)) {
+    const value = env[key]
+    if (value !== undefined && value !== '') raw[key] = value
+  }
+  const config = Value.Default(ConfigSchema, Value.Convert(ConfigSchema, raw)) as Record<string, unknown>
+  const error = Value.Errors(ConfigSchema, config).First()
+  if (error !== undefined) {
+    const name = error.path.slice(1)
+    const schema = (ConfigSchema.properties as Record<string, TSchema>)[name]
+    const range = schema?.minimum !== undefined ? ` from ${schema.minimum} to ${schema.maximum}` : ''
+    throw new ConfigError(`Invalid ${name}=${JSON.stringify(raw[name])}: expected ${schema?.description ?? error.message}${range}`)
+  }
+  const result = config as Config
+  if (result.NODE_ID === '') result.NODE_ID = `${hostname()}-${process.pid}`
+  return result
+}

@@ -1,0 +1,110 @@
+/**
+ * Typed errors of the server. Each one carries the HTTP status and the JSON-RPC error code that the
+ * error boundary answers with, so code throws and never builds error responses itself.
+ */
+export class McpHttpError extends Error {
+  readonly statusCode: number
+  readonly rpcCode: number
+  readonly headers: Record<string, string>
+
+  constructor (message: string, statusCode: number, rpcCode: number, headers: Record<string, string> = {}) {
+    super(message)
+    this.name = new.target.name
+    this.statusCode = statusCode
+    this.rpcCode = rpcCode
+    this.headers = headers
+  }
+}
+
+/** JSON-RPC error codes used on the HTTP layer. */
+export const RpcCode = {
+  ParseError: -32700,
+  InvalidRequest: -32600,
+  MethodNotFound: -32601,
+  InternalError: -32603,
+  /** Implementation-defined server error, the code the SDK uses for transport-level refusals. */
+  ServerError: -32000,
+  SessionNotFound: -32001
+} as const
+
+export class ParseError extends McpHttpError {
+  constructor (message = 'Parse error: the body is not valid JSON') { super(message, 400, RpcCode.ParseError) }
+}
+
+export class InvalidRequestError extends McpHttpError {
+  constructor (message: string) { super(`Invalid Request: ${message}`, 400, RpcCode.InvalidRequest) }
+}
+
+export class MissingSessionIdError extends McpHttpError {
+  constructor () { super('Bad Request: Mcp-Session-Id header is required', 400, RpcCode.ServerError) }
+}
+
+export class UnsupportedProtocolVersionError extends McpHttpError {
+  constructor (version: string, supported: readonly string[]) {
+    super(`Bad Request: unsupported MCP-Protocol-Version ${JSON.stringify(version.slice(0, 64))} (supported: ${supported.join(', ')})`, 400, RpcCode.ServerError)
+  }
+}
+
+export class ForbiddenOriginError extends McpHttpError {
+  constructor () { super('Forbidden: Origin not allowed', 403, RpcCode.ServerError) }
+}
+
+export class SessionNotFoundError extends McpHttpError {
+  constructor () { super('Session not found: it expired, was deleted or never existed; initialize a new one', 404, RpcCode.SessionNotFound) }
+}
+
+export class RouteNotFoundError extends McpHttpError {
+  constructor (method: string, url: string) { super(`Not Found: ${method} ${url.slice(0, 200)}`, 404, RpcCode.MethodNotFound) }
+}
+
+export class MethodNotAllowedError extends McpHttpError {
+  constructor (allow: string) { super('Method Not Allowed', 405, RpcCode.ServerError, { allow }) }
+}
+
+export class NotAcceptableError extends McpHttpError {
+  constructor (needed: string) { super(`Not Acceptable: Accept must include ${needed}`, 406, RpcCode.ServerError) }
+}
+
+export class ConflictError extends McpHttpError {
+  constructor (message: string) { super(`Conflict: ${message}`, 409, RpcCode.ServerError) }
+}
+
+export class PayloadTooLargeError extends McpHttpError {
+  constructor (limit: number) { super(`Payload Too Large: the body exceeds ${limit} bytes`, 413, RpcCode.ServerError) }
+}
+
+export class UnsupportedMediaTypeError extends McpHttpError {
+  constructor () { super('Unsupported Media Type: Content-Type must be application/json', 415, RpcCode.ServerError) }
+}
+
+export class RateLimitedError extends McpHttpError {
+  constructor (retryAfterSeconds: number) {
+    super(`Too Many Requests: retry in ${retryAfterSeconds} s`, 429, RpcCode.ServerError, { 'retry-after': String(retryAfterSeconds) })
+  }
+}
+
+export class StorageUnavailableError extends McpHttpError {
+  constructor (cause?: unknown) {
+    super('Service Unavailable: session storage is unreachable', 503, RpcCode.ServerError, { 'retry-after': '1' })
+    this.cause = cause
+  }
+}
+
+export class InternalServerError extends McpHttpError {
+  constructor () { super('Internal server error', 500, RpcCode.InternalError) }
+}
+
+/** A bad environment variable; stops the boot. */
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+/** A calculation that has no finite answer; becomes a tool result with isError. */
+export class CalculationError extends Error {
+  override name = 'CalculationError'
+}
+
+/** The JSON-RPC error body sent for an error on the HTTP layer. */
+export function rpcErrorBody (code: number, message: string) {
+  return { jsonrpc: '2.0' as const, error: { code, message }, id: null }
+}

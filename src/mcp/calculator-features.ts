@@ -1,0 +1,364 @@
+import { Type } from '@sinclair/typebox'
+import {
+  ADVANCED_OPERATIONS, BINARY_OPERATIONS, CONSTANTS, FORMULAS,
+  calculate, calculateAdvanced, describeAdvanced, describeBinary,
+  type AdvancedOperation, type BinaryOperation
+} from '../calculator.js'
+import { CalculationError } from '../errors.js'
+import type { HistoryEntry } from '../stores/session-store.js'
+import { type FeatureRegistry, type SessionContext, type ToolCallContext, toolError, toolResult } from './features.js'
+
+export const HISTORY_URI = 'calculator://history'
+export const MAX_BATCH = 100
+export const MAX_PROGRESS_STEPS = 20
+const PROGRESS_STEP_MS = 50
+
+const literals = <T extends string>(values: readonly T[], description: string) =>
+  Type.Union(values.map(v => Type.Literal(v)), { description })
+
+const Operand = (description: string) => Type.Number({ description })
+
+const BinaryInput = Type.Object({
+  a: Operand('First operand'),
+  b: Operand('Second operand'),
+  op: literals(BINARY_OPERATIONS, 'Operation: add, subtract, multiply, divide, power or modulo')
+})
+
+const CalculationOutput = Type.Object({
+  calculationId: Type.String({ description: 'Resolves through calculator://history/{calculationId}' }),
+  operation: Type.String(),
+  expression: Type.String(),
+  result: Type.Number()
+})
+
+const sleep = (ms: number, signal: AbortSignal) => new Promise<void>(resolve => {
+  const timer = setTimeout(resolve, ms)
+  signal.addEventListener('abort', () => { clearTimeout(timer); resolve() }, { once: true })
+})
+
+async function record (context: SessionContext, entry: Omit<HistoryEntry, 'id' | 'timestamp'>): Promise<HistoryEntry> {
+  const stored = await context.store.appendHistory(context.sessionId, entry)
+  context.calculated(entry.operation)
+  await Promise.all([
+    context.resourceUpdated(HISTORY_URI),
+    context.log('info', { event: 'calculation', operation: entry.operation, expression: entry.expression, result: entry.result })
+  ])
+  return stored
+}
+
+const asOutput = (entry: HistoryEntry) => ({
+  calculationId: entry.id, operation: entry.operation, expression: entry.expression, result: entry.result
+})
+
+/**
+ * Registers the calculator's tools, resources and prompts.
+ * `sampleToolName`, when not empty, adds an echo tool of that name.
+ */
+export function registerCalculator (registry: FeatureRegistry, options: { sampleToolName?: string } = {}): void {
+  registry.addTool({
+    name: 'calculate',
+    title: 'Calculate',
+    description: 'Applies add, subtract, multiply, divide, power or modulo to two numbers and records the result in this session\'s history. With stream: true and a progress token, reports progress.',
+    inputSchema: Type.Object({ ...BinaryInput.properties, stream: Type.Optional(Type.Boolean({ description: 'Report progress while calculating' })) }),
+    outputSchema: CalculationOutput,
+    annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
+    /** @throws {CalculationError} on division or modulo by zero and results that are not finite. */
+    async run (args: { a: number, b: number, op: BinaryOperation, stream?: boolean }, context: ToolCallContext) {
+      if (args.stream === true) await context.progress(1, 3, 'validated')
+      const result = calculate(args.a, args.b, args.op)
+      if (args.stream === true) await context.progress(2, 3, 'calculated')
+      const entry = await record(context, { operation: args.op, expression: `${describeBinary(args.a, args.b, args.op)} = ${result}`, inputs: [args.a, args.b], result })
+      if (args.stream === true) await context.progress(3, 3, 'recorded')
+      return toolResult(asOutput(entry), `${entry.expression} (calculation ${entry.id})`)
+    }
+  })
+
+  registry.addTool({
+    name: 'batch_calculate',
+    title: 'Batch calculate',
+    description: `Runs 1 to ${MAX_BATCH} calculations; each success is recorded, each failure is reported with its index.`,
+    inputSchema: Type.Object({
+      calculations: Type.Array(BinaryInput, { minItems: 1, maxItems: MAX_BATCH, description: `1 to ${MAX_BATCH} calculations` }),
+      reportProgress: Type.Optional(Type.Boolean({ description: 'Report progress after each calculation' }))
+    }),
+    outputSchema: Type.Object({
+      results: Type.Array(Type.Object({
+        index: Type.Integer(),
+        calculationId: Type.Optional(Type.String()),
+        expression: Type.String(),
+        result: Type.Optional(Type.Number()),
+        error: Type.Optional(Type.String())
+      })),
+      succeeded: Type.Integer(),
+      failed: Type.Integer()
+    }),
+    annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
+    /** Per-item CalculationErrors become per-item errors; the result is an error only when every item failed. */
+    async run (args: { calculations: Array<{ a: number, b: number, op: BinaryOperation }>, reportProgress?: boolean }, context: ToolCallContext) {
+      const results = []
+      const total = args.calculations.length
+      for (const [index, { a, b, op }] of args.calculations.entries()) {
+        const expression = describeBinary(a, b, op)
+        try {
+          const result = calculate(a, b, op)
+          const entry = await context.store.appendHistory(context.sessionId, { operation: op, expression: `${expression} = ${result}`, inputs: [a, b], result })
+          context.calculated(op)
+          results.push({ index, calculationId: entry.id, expression: entry.expression, result })
+        } catch (error) {
+          if (!(error instanceof CalculationError)) throw error
+          results.push({ index, expression, error: error.message })
+        }
+        if (args.reportProgress === true) await context.progress(index + 1, total, `${index + 1} of ${total}`)
+      }
+      const succeeded = results.filter(r => r.error === undefined).length
+      if (succeeded > 0) {
+        await Promise.all([
+          context.resourceUpdated(HISTORY_URI),
+          context.log('info', { event: 'batch', succeeded, failed: total - succeeded })
+        ])
+      }
+      const output = { results, succeeded, failed: total - succeeded }
+      if (succeeded === 0) return { ...toolError(`All ${total} calculations failed: ${results.map(r => `#${r.index} ${r.error}`).join('; ')}`), structuredContent: output }
+      return toolResult(output)
+    }
+  })
+
+  registry.addTool({
+    name: 'advanced_calculate',
+    title: 'Advanced calculate',
+    description: 'Applies factorial, sqrt, log (base 10 or base), ln, sin, cos, tan (radians) or abs to one number and records the result.',
+    inputSchema: Type.Object({
+      operation: literals(ADVANCED_OPERATIONS, 'Operation: factorial, sqrt, log, ln, sin, cos, tan or abs'),
+      value: Type.Number({ description: 'The operand' }),
+      base: Type.Optional(Type.Number({ description: 'Logarithm base for log (default 10)' }))
+    }),
+    outputSchema: CalculationOutput,
+    annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
+    /** @throws {CalculationError} for values outside the operation's domain. */
+    async run (args: { operation: AdvancedOperation, value: number, base?: number }, context: ToolCallContext) {
+      const result = calculateAdvanced(args.operation, args.value, args.base)
+      const expression = `${describeAdvanced(args.operation, args.value, args.base)} = ${result}`
+      const entry = await record(context, { operation: args.operation, expression, inputs: args.base === undefined ? [args.value] : [args.value, args.base], result })
+      return toolResult(asOutput(entry), `${entry.expression} (calculation ${entry.id})`)
+    }
+  })
+
+  registry.addTool({
+    name: 'demo_progress',
+    title: 'Progress demonstration',
+    description: `Counts through 1 to ${MAX_PROGRESS_STEPS} steps of ${PROGRESS_STEP_MS} ms, reporting progress after each when the client sent a progress token.`,
+    inputSchema: Type.Object({ steps: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_PROGRESS_STEPS, default: 5, description: `Number of steps, 1 to ${MAX_PROGRESS_STEPS}` })) }),
+    outputSchema: Type.Object({ steps: Type.Integer(), completed: Type.Integer() }),
+    annotations: { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false },
+    async run (args: { steps?: number }, context: ToolCallContext) {
+      const steps = args.steps ?? 5
+      let completed = 0
+      for (; completed < steps && !context.signal.aborted; completed++) {
+        await sleep(PROGRESS_STEP_MS, context.signal)
+        await context.progress(completed + 1, steps, `step ${completed + 1} of ${steps}`)
+      }
+      return toolResult({ steps, completed }, `Completed ${completed} of ${steps} steps`)
+    }
+  })
+
+  registry.addTool({
+    name: 'get_history',
+    title: 'Get history',
+    description: 'Returns this session\'s most recent calculations, oldest first.',
+    inputSchema: Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, description: 'How many of the newest entries, 1 to 1000 (default 10)' })) }),
+    outputSchema: Type.Object({
+      entries: Type.Array(Type.Object({
+        id: Type.String(), operation: Type.String(), expression: Type.String(), inputs: Type.Array(Type.Number()), result: Type.Number(), timestamp: Type.String()
+      })),
+      total: Type.Integer({ description: 'Calculations made in this session' })
+    }),
+    annotations: { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false },
+    async run (args: { limit?: number }, context: ToolCallContext) {
+      const entries = await context.store.history(context.sessionId, args.limit ?? 10)
+      const total = (await context.store.get(context.sessionId))?.calculationCount ?? 0
+      const text = entries.length === 0 ? 'No calculations yet' : entries.map(e => `#${e.id} ${e.expression}`).join('\n')
+      return toolResult({ entries, total }, text)
+    }
+  })
+
+  registry.addTool({
+    name: 'clear_history',
+    title: 'Clear history',
+    description: 'Deletes every entry of this session\'s calculation history. Per-operation statistics are kept.',
+    inputSchema: Type.Object({}),
+    outputSchema: Type.Object({ cleared: Type.Integer() }),
+    annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
+    async run (_args: Record<string, never>, context: ToolCallContext) {
+      const cleared = await context.store.clearHistory(context.sessionId)
+      await Promise.all([context.resourceUpdated(HISTORY_URI), context.log('notice', { event: 'history cleared', cleared })])
+      return toolResult({ cleared }, `Cleared ${cleared} entries`)
+    }
+  })
+
+  if (options.sampleToolName !== undefined && options.sampleToolName !== '') {
+    registry.addTool({
+      name: options.sampleToolName,
+      title: 'Echo',
+      description: 'Echoes its value back.',
+      inputSchema: Type.Object({ value: Type.String({ maxLength: 10_000, description: 'Text to echo' }) }),
+      annotations: { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false },
+      async run (args: { value: string }) {
+        return { content: [{ type: 'text', text: `test string print: ${args.value}` }] }
+      }
+    })
+  }
+
+  registerResources(registry)
+  registerPrompts(registry)
+}
+
+const json = (value: unknown) => JSON.stringify(value, null, 2)
+
+function registerResources (registry: FeatureRegistry): void {
+  registry.addResource({
+    uri: 'calculator://constants',
+    name: 'constants',
+    title: 'Mathematical constants',
+    description: 'π, e, φ and other constants with their values',
+    mimeType: 'application/json',
+    read: async () => json(CONSTANTS)
+  })
+  registry.addResource({
+    uri: HISTORY_URI,
+    name: 'history',
+    title: 'Calculation history',
+    description: 'This session\'s calculations, oldest first; subscribe to hear of changes',
+    mimeType: 'application/json',
+    read: async context => json(await context.store.history(context.sessionId))
+  })
+  registry.addResource({
+    uri: 'calculator://stats',
+    name: 'stats',
+    title: 'Calculation statistics',
+    description: 'This session\'s calculations counted per operation',
+    mimeType: 'application/json',
+    read: async context => {
+      const byOperation = await context.store.stats(context.sessionId)
+      const total = Object.values(byOperation).reduce((sum, n) => sum + n, 0)
+      return json({ total, byOperation })
+    }
+  })
+  registry.addResource({
+    uri: 'session://info',
+    name: 'session-info',
+    title: 'Session information',
+    description: 'This session: created, last activity, requests, calculations, protocol version and client',
+    mimeType: 'application/json',
+    read: async context => {
+      const record = await context.store.get(context.sessionId) ?? context.record
+      return json({
+        sessionId: record.id,
+        createdAt: new Date(record.createdAt).toISOString(),
+        lastActivityAt: new Date(record.lastActivityAt).toISOString(),
+        requestCount: record.requestCount,
+        calculationCount: record.calculationCount,
+        protocolVersion: record.protocolVersion,
+        clientName: record.initializeParams.clientInfo.name,
+        clientVersion: record.initializeParams.clientInfo.version,
+        logLevel: record.logLevel ?? null,
+        subscriptions: record.subscriptions
+      })
+    }
+  })
+  registry.addResource({
+    uri: 'formulas://library',
+    name: 'formulas',
+    title: 'Formula library',
+    description: 'Common formulas with their meaning',
+    mimeType: 'application/json',
+    read: async () => json(FORMULAS)
+  })
+  registry.addResourceTemplate({
+    uriTemplate: 'calculator://history/{calculationId}',
+    name: 'calculation',
+    title: 'One calculation',
+    description: 'A calculation of this session by the id the tools return',
+    mimeType: 'application/json',
+    read: async (context, { calculationId }) => {
+      const entry = await context.store.findCalculation(context.sessionId, calculationId ?? '')
+      return entry === undefined ? undefined : json(entry)
+    },
+    complete: async (context, _variable, prefix) => {
+      const entries = await context.store.history(context.sessionId, 100)
+      return entries.map(e => e.id).filter(id => id.startsWith(prefix)).reverse()
+    }
+  })
+}
+
+const LEVELS = ['beginner', 'intermediate', 'advanced'] as const
+const DIFFICULTIES = ['easy', 'medium', 'hard'] as const
+const TOPICS = ['arithmetic', 'algebra', 'geometry', 'trigonometry', 'logarithms', 'statistics'] as const
+const ALL_OPERATIONS = [...BINARY_OPERATIONS, ...ADVANCED_OPERATIONS]
+
+const userPrompt = (description: string, text: string) => ({
+  description,
+  messages: [{ role: 'user' as const, content: { type: 'text' as const, text } }]
+})
+
+function registerPrompts (registry: FeatureRegistry): void {
+  registry.addPrompt({
+    name: 'explain-calculation',
+    title: 'Explain a calculation',
+    description: 'Asks for an explanation of an operation at a chosen level',
+    arguments: [
+      { name: 'operation', description: 'The operation to explain', required: true, values: ALL_OPERATIONS },
+      { name: 'level', description: 'beginner, intermediate or advanced', values: LEVELS }
+    ],
+    get: ({ operation, level = 'intermediate' }) => userPrompt(`Explain ${operation}`,
+      `Explain the ${operation} operation to a ${level} learner: what it means, how it is computed, one worked example and the inputs for which it is undefined.`)
+  })
+  registry.addPrompt({
+    name: 'generate-problems',
+    title: 'Generate practice problems',
+    description: 'Asks for practice problems on a topic',
+    arguments: [
+      { name: 'topic', description: 'The topic', required: true, values: TOPICS },
+      { name: 'difficulty', description: 'easy, medium or hard', required: true, values: DIFFICULTIES },
+      { name: 'count', description: 'How many problems, 1 to 20', required: true }
+    ],
+    get: ({ topic, difficulty, count }) => {
+      const n = Math.min(20, Math.max(1, Number.parseInt(count ?? '5', 10) || 5))
+      return userPrompt(`${n} ${difficulty} ${topic} problems`,
+        `Write ${n} ${difficulty} practice problems on ${topic}. Number them, and give the answers in a separate list at the end.`)
+    }
+  })
+  registry.addPrompt({
+    name: 'solve_math_problem',
+    title: 'Solve a math problem',
+    description: 'Asks for the solution of a problem, using the calculator tools for arithmetic',
+    arguments: [
+      { name: 'problem', description: 'The problem in words or symbols', required: true },
+      { name: 'showWork', description: 'true to show every step', values: ['true', 'false'] }
+    ],
+    get: ({ problem, showWork }) => userPrompt('Solve a problem',
+      `Solve this problem${showWork === 'true' ? ', showing every step' : ''}. Use the calculate and advanced_calculate tools for the arithmetic.\n\n${problem}`)
+  })
+  registry.addPrompt({
+    name: 'explain_formula',
+    title: 'Explain a formula',
+    description: 'Asks for an explanation of a formula from the library or any other',
+    arguments: [
+      { name: 'formula', description: 'A formula, or a name from formulas://library', required: true, values: Object.keys(FORMULAS) },
+      { name: 'context', description: 'Where the formula is being used' }
+    ],
+    get: ({ formula = '', context }) => {
+      const known = (FORMULAS as Record<string, { formula: string, description: string }>)[formula]
+      const subject = known === undefined ? formula : `${formula} (${known.formula}: ${known.description})`
+      return userPrompt(`Explain ${formula}`,
+        `Explain the formula ${subject}: what each symbol means, where it comes from and one worked example${context === undefined ? '' : ` in the context of ${context}`}.`)
+    }
+  })
+  registry.addPrompt({
+    name: 'calculator_assistant',
+    title: 'Calculator assistant',
+    description: 'Starts a conversation with an assistant that uses this server\'s tools',
+    arguments: [{ name: 'query', description: 'What you want to work out', required: true }],
+    get: ({ query }) => userPrompt('Calculator assistant',
+      `You are a careful calculator assistant. Use the calculate, batch_calculate and advanced_calculate tools for every computation, cite the calculation ids they return, and read calculator://history when asked about earlier results.\n\n${query}`)
+  })
+}

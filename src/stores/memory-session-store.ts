@@ -1,0 +1,118 @@
+import type { HistoryEntry, LogLevel, NewHistoryEntry, SessionRecord, SessionStore, SessionStoreOptions } from './session-store.js'
+
+interface Slot {
+  record: SessionRecord
+  history: HistoryEntry[]
+  stats: Record<string, number>
+  nextCalculationId: number
+}
+
+/**
+ * Sessions in this process's memory: zero set-up, one node. Expired sessions are dropped when touched
+ * and by a periodic sweep, so memory follows live sessions only.
+ */
+export class MemorySessionStore implements SessionStore {
+  readonly mode = 'memory'
+  readonly #slots = new Map<string, Slot>()
+  readonly #ttlMs: number
+  readonly #historyLimit: number
+  readonly #sweeper: NodeJS.Timeout
+
+  constructor (options: SessionStoreOptions) {
+    this.#ttlMs = options.ttlSeconds * 1000
+    this.#historyLimit = options.historyLimit
+    this.#sweeper = setInterval(() => this.#sweep(), Math.min(this.#ttlMs, 60_000))
+    this.#sweeper.unref()
+  }
+
+  async create (record: SessionRecord): Promise<void> {
+    this.#slots.set(record.id, { record: structuredClone(record), history: [], stats: {}, nextCalculationId: 1 })
+  }
+
+  async touch (id: string): Promise<SessionRecord | undefined> {
+    const slot = this.#live(id)
+    if (slot === undefined) return undefined
+    slot.record.requestCount++
+    slot.record.lastActivityAt = Date.now()
+    return slot.record
+  }
+
+  async get (id: string): Promise<SessionRecord | undefined> {
+    return this.#live(id)?.record
+  }
+
+  async delete (id: string): Promise<boolean> {
+    return this.#slots.delete(id)
+  }
+
+  async setLogLevel (id: string, level: LogLevel): Promise<void> {
+    const slot = this.#live(id)
+    if (slot !== undefined) slot.record.logLevel = level
+  }
+
+  async setSubscription (id: string, uri: string, subscribed: boolean): Promise<void> {
+    const slot = this.#live(id)
+    if (slot === undefined) return
+    const subscriptions = slot.record.subscriptions.filter(s => s !== uri)
+    if (subscribed) subscriptions.push(uri)
+    slot.record.subscriptions = subscriptions
+  }
+
+  async appendHistory (id: string, entry: NewHistoryEntry): Promise<HistoryEntry> {
+    const stored: HistoryEntry = { ...entry, id: '', timestamp: new Date().toISOString() }
+    const slot = this.#live(id)
+    if (slot === undefined) return stored
+    stored.id = String(slot.nextCalculationId++)
+    slot.history.push(stored)
+    if (slot.history.length > this.#historyLimit) slot.history.splice(0, slot.history.length - this.#historyLimit)
+    slot.stats[entry.operation] = (slot.stats[entry.operation] ?? 0) + 1
+    slot.record.calculationCount++
+    return stored
+  }
+
+  async history (id: string, limit?: number): Promise<HistoryEntry[]> {
+    const history = this.#live(id)?.history ?? []
+    return limit === undefined ? history.slice() : history.slice(-limit)
+  }
+
+  async findCalculation (id: string, calculationId: string): Promise<HistoryEntry | undefined> {
+    return this.#live(id)?.history.find(entry => entry.id === calculationId)
+  }
+
+  async clearHistory (id: string): Promise<number> {
+    const slot = this.#live(id)
+    if (slot === undefined) return 0
+    const cleared = slot.history.length
+    slot.history = []
+    return cleared
+  }
+
+  async stats (id: string): Promise<Record<string, number>> {
+    return { ...this.#live(id)?.stats }
+  }
+
+  async count (): Promise<number> {
+    return this.#slots.size
+  }
+
+  async close (): Promise<void> {
+    clearInterval(this.#sweeper)
+  }
+
+  #live (id: string): Slot | undefined {
+    const slot = this.#slots.get(id)
+    if (slot === undefined) return undefined
+    if (Date.now() - slot.record.lastActivityAt >= this.#ttlMs) {
+      this.#slots.delete(id)
+      return undefined
+    }
+    return slot
+  }
+
+  #sweep (): void {
+    const oldest = Date.now() - this.#ttlMs
+    for (const [id, slot] of this.#slots) {
+      if (slot.record.lastActivityAt <= oldest) this.#slots.delete(id)
+    }
+  }
+}
