@@ -37,7 +37,7 @@ export default fp(async function metrics (fastify) {
       enabled: { histogram: true, summary: false },
       registeredRoutesOnly: true,
       routeBlacklist: ['/metrics'],
-      overrides: { histogram: { registers: [registry] } }
+      overrides: { histogram: { registers: [registry] }, summary: { registers: [registry] } }
     }
   })
 

@@ -62,6 +62,9 @@ export function calculateAdvanced (operation: AdvancedOperation, value: number, 
     case 'log':
       if (value <= 0) throw new CalculationError('The logarithm is defined for positive values only')
       if (base <= 0 || base === 1) throw new CalculationError('The logarithm base must be positive and not 1')
+      // log10 and log2 are exact on powers of their base, where the quotient of logarithms is not.
+      if (base === 10) return finite(Math.log10(value), what)
+      if (base === 2) return finite(Math.log2(value), what)
       return finite(Math.log(value) / Math.log(base), what)
     case 'ln':
       if (value <= 0) throw new CalculationError('The natural logarithm is defined for positive values only')

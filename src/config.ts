@@ -47,7 +47,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     const name = error.path.slice(1)
     const schema = (ConfigSchema.properties as Record<string, TSchema>)[name]
     const range = schema?.minimum !== undefined ? ` from ${schema.minimum} to ${schema.maximum}` : ''
-    throw new ConfigError(`Invalid ${name}=${JSON.stringify(raw[name])}: expected ${schema?.description ?? error.message}${range}`)
+    throw new ConfigError(`Invalid ${name}=${JSON.stringify(env[name])}: expected ${schema?.description ?? error.message}${range}`)
   }
   const result = config as Config
   if (result.NODE_ID === '') result.NODE_ID = `${hostname()}-${process.pid}`
