@@ -8,6 +8,9 @@ import { MethodNotAllowedError } from '../src/errors.js'
  */
 export default async function mcpRoutes (fastify: FastifyInstance) {
   const { mcp, config } = fastify
+  // Only JSON bodies reach the endpoint; any other Content-Type gets 415.
+  fastify.removeAllContentTypeParsers()
+  fastify.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: config.BODY_LIMIT_BYTES }, fastify.getDefaultJsonParser('error', 'error'))
   const shared = {
     onRequest: mcp.verifyOrigin,
     config: { rateLimit: {} }
@@ -19,7 +22,8 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
   fastify.route({
     method: ['PUT', 'PATCH', 'HEAD'],
     url: '/mcp',
-    onRequest: mcp.verifyOrigin,
-    handler: async () => { throw new MethodNotAllowedError('GET, POST, DELETE') }
+    // Refused before the body is read, whatever it holds.
+    onRequest: async () => { throw new MethodNotAllowedError('GET, POST, DELETE') },
+    handler: async () => {}
   })
 }

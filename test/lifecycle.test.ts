@@ -101,7 +101,7 @@ test('the whole lifecycle with the official SDK client', async t => {
   const { prompts } = await client.listPrompts()
   t.same(prompts.map(p => p.name).sort(), ['calculator_assistant', 'explain-calculation', 'explain_formula', 'generate-problems', 'solve_math_problem'])
   const prompt = await client.getPrompt({ name: 'explain-calculation', arguments: { operation: 'modulo', level: 'beginner' } })
-  t.match((prompt.messages[0]!.content as Structured).text, /modulo operation to a beginner/)
+  t.match((prompt.messages[0]!.content as Structured).text, /modulo operation to a learner at the beginner level/)
   const problems = await client.getPrompt({ name: 'generate-problems', arguments: { topic: 'algebra', difficulty: 'hard', count: '3' } })
   t.match((problems.messages[0]!.content as Structured).text, /3 hard practice problems on algebra/)
   await t.rejects(client.getPrompt({ name: 'explain-calculation', arguments: {} }), { code: -32602 })

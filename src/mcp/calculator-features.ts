@@ -310,7 +310,7 @@ function registerPrompts (registry: FeatureRegistry): void {
       { name: 'level', description: 'beginner, intermediate or advanced', values: LEVELS }
     ],
     get: ({ operation, level = 'intermediate' }) => userPrompt(`Explain ${operation}`,
-      `Explain the ${operation} operation to a ${level} learner: what it means, how it is computed, one worked example and the inputs for which it is undefined.`)
+      `Explain the ${operation} operation to a learner at the ${level} level: what it means, how it is computed, one worked example and the inputs for which it is undefined.`)
   })
   registry.addPrompt({
     name: 'generate-problems',

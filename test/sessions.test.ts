@@ -1,0 +1,134 @@
+import { setTimeout as sleep } from 'node:timers/promises'
+import { test } from 'tap'
+import { CallToolResultSchema } from '@modelcontextprotocol/sdk/types.js'
+import { MCP_HEADERS, connect, rawCall, rawSession, startServer } from './helpers/server.js'
+
+type Structured = Record<string, any>
+
+const metric = async (url: string, name: string) => {
+  const text = await (await fetch(new URL('/metrics', url))).text()
+  const line = text.split('\n').find(l => l.startsWith(`${name} `))
+  return line === undefined ? undefined : Number(line.split(' ')[1])
+}
+
+test('an evicted session is rebuilt just in time with its state', async t => {
+  const server = await startServer({ SESSION_CACHE_MAX: '1' })
+  t.teardown(() => server.close())
+  const first = await connect(server.mcpUrl, { elicitation: {} }, 'first-client')
+  t.teardown(() => first.client.close())
+  await first.client.setLoggingLevel('info')
+  await first.client.subscribeResource({ uri: 'calculator://history' })
+  await first.client.callTool({ name: 'calculate', arguments: { a: 1, b: 2, op: 'add' } })
+
+  // A second session takes the only cache slot: the first one's server is closed on this node.
+  const second = await connect(server.mcpUrl, {}, 'second-client')
+  t.teardown(() => second.client.close())
+  await second.client.callTool({ name: 'calculate', arguments: { a: 10, b: 10, op: 'multiply' } })
+  t.equal(server.app.sessionCache.size, 1)
+
+  const rebuiltBefore = await metric(server.url, 'mcp_sessions_rebuilt_total')
+  const progress: number[] = []
+  const result = await first.client.callTool({ name: 'calculate', arguments: { a: 3, b: 4, op: 'add', stream: true } }, CallToolResultSchema, { onprogress: p => progress.push(p.progress) })
+  t.equal((result.structuredContent as Structured).result, 7)
+  t.same(progress, [1, 2, 3], 'progress still reaches the client after the rebuild')
+  t.equal(await metric(server.url, 'mcp_sessions_rebuilt_total'), rebuiltBefore! + 1, 'the session was rebuilt')
+
+  const history = await first.client.callTool({ name: 'get_history', arguments: {} })
+  t.same((history.structuredContent as Structured).entries.map((e: Structured) => e.result), [3, 7], 'history survived eviction')
+  const { contents } = await first.client.readResource({ uri: 'session://info' })
+  const info = JSON.parse((contents[0] as { text: string }).text)
+  t.equal(info.clientName, 'first-client', 'client info survived')
+  t.equal(info.logLevel, 'info', 'log level survived')
+  t.same(info.subscriptions, ['calculator://history'], 'subscriptions survived')
+})
+
+test('two sessions stay isolated', async t => {
+  const server = await startServer()
+  t.teardown(() => server.close())
+  const [a, b] = await Promise.all([connect(server.mcpUrl), connect(server.mcpUrl)])
+  t.teardown(() => Promise.all([a.client.close(), b.client.close()]))
+  await a.client.callTool({ name: 'calculate', arguments: { a: 1, b: 1, op: 'add' } })
+  await b.client.callTool({ name: 'calculate', arguments: { a: 5, b: 5, op: 'multiply' } })
+  await b.client.callTool({ name: 'clear_history', arguments: {} })
+  const history = await a.client.callTool({ name: 'get_history', arguments: {} })
+  t.same((history.structuredContent as Structured).entries.map((e: Structured) => e.expression), ['1 + 1 = 2'])
+  const forged = await rawCall(server.app, 'not-' + a.transport.sessionId, 1, 'get_history', {})
+  t.equal(forged.status, 404)
+})
+
+test('50 concurrent calls on one session leave exactly 50 history entries', async t => {
+  const server = await startServer()
+  t.teardown(() => server.close())
+  const { client } = await connect(server.mcpUrl)
+  t.teardown(() => client.close())
+  const results = await Promise.all(Array.from({ length: 50 }, (_, i) =>
+    client.callTool({ name: 'calculate', arguments: { a: i, b: 1, op: 'add' } })))
+  const ids = new Set(results.map(r => (r.structuredContent as Structured).calculationId))
+  t.equal(ids.size, 50, 'every calculation has its own id')
+  const history = await client.callTool({ name: 'get_history', arguments: { limit: 1000 } })
+  const entries = (history.structuredContent as Structured).entries as Structured[]
+  t.equal(entries.length, 50)
+  t.same(entries.map(e => e.result).sort((x, y) => x - y), Array.from({ length: 50 }, (_, i) => i + 1))
+  t.equal((history.structuredContent as Structured).total, 50)
+})
+
+test('history is bounded by HISTORY_LIMIT, oldest dropped', async t => {
+  const server = await startServer({ HISTORY_LIMIT: '3' })
+  t.teardown(() => server.close())
+  const session = await rawSession(server.app)
+  for (let i = 1; i <= 5; i++) await rawCall(server.app, session, i, 'calculate', { a: i, b: 0, op: 'add' })
+  const history = await rawCall(server.app, session, 9, 'get_history', { limit: 100 })
+  t.same(history.body.result.structuredContent.entries.map((e: Structured) => e.result), [3, 4, 5])
+  t.equal(history.body.result.structuredContent.total, 5)
+})
+
+test('an idle session expires and then answers 404', async t => {
+  const server = await startServer({ SESSION_TTL_SECONDS: '1' })
+  t.teardown(() => server.close())
+  const session = await rawSession(server.app)
+  t.equal((await rawCall(server.app, session, 1, 'calculate', { a: 1, b: 1, op: 'add' })).status, 200)
+  await sleep(600)
+  t.equal((await rawCall(server.app, session, 2, 'get_history', {})).status, 200, 'activity slides the expiry')
+  await sleep(1200)
+  const expired = await rawCall(server.app, session, 3, 'get_history', {})
+  t.equal(expired.status, 404)
+  t.equal(expired.body.error.code, -32001)
+})
+
+test('closing the server does not delete sessions from the store', async t => {
+  const server = await startServer()
+  const session = await rawSession(server.app)
+  const store = server.app.sessionStore
+  const closed = store.close
+  store.close = async () => {}
+  await server.close()
+  t.ok(await store.get(session), 'the session is still in the store after shutdown')
+  await closed.call(store)
+})
+
+test('/health and /metrics report sessions', async t => {
+  const server = await startServer()
+  t.teardown(() => server.close())
+  const { client } = await connect(server.mcpUrl)
+  t.teardown(() => client.close())
+  await client.callTool({ name: 'calculate', arguments: { a: 2, b: 2, op: 'add' } })
+  await client.callTool({ name: 'calculate', arguments: { a: 2, b: 0, op: 'divide' } })
+  const health = await (await fetch(new URL('/health', server.url))).json()
+  t.match(health, { status: 'ok', storageMode: 'memory', sessions: 1, cachedSessions: 1 })
+  t.type(health.uptimeSeconds, 'number')
+  const text = await (await fetch(new URL('/metrics', server.url))).text()
+  t.match(text, /^mcp_active_sessions 1$/m)
+  t.match(text, /^mcp_sessions_created_total 1$/m)
+  t.match(text, /^mcp_tool_calls_total\{tool="calculate",outcome="success"\} 1$/m)
+  t.match(text, /^mcp_tool_calls_total\{tool="calculate",outcome="error"\} 1$/m)
+  t.match(text, /^mcp_calculations_total\{operation="add"\} 1$/m)
+  t.match(text, /^mcp_sessions_rebuilt_total 0$/m)
+  t.match(text, /http_request_duration_seconds_bucket/)
+  t.match(text, /process_cpu_seconds_total/)
+  const cors = await fetch(server.mcpUrl, { method: 'OPTIONS', headers: { origin: 'http://localhost:6274', 'access-control-request-method': 'POST', 'access-control-request-headers': 'mcp-session-id' } })
+  t.equal(cors.status, 204)
+  t.equal(cors.headers.get('access-control-allow-origin'), 'http://localhost:6274')
+  t.match(cors.headers.get('access-control-allow-headers'), /mcp-session-id/)
+  const post = await fetch(server.mcpUrl, { method: 'POST', headers: { ...MCP_HEADERS, origin: 'http://localhost:6274', 'mcp-session-id': 'x' }, body: '{"jsonrpc":"2.0","id":1,"method":"ping"}' })
+  t.match(post.headers.get('access-control-expose-headers'), /mcp-session-id/)
+})
