@@ -15,11 +15,14 @@ export const ConfigSchema = Type.Object({
   HOST: Type.String({ default: '127.0.0.1', minLength: 1, description: 'address to listen on' }),
   USE_REDIS: Type.Boolean({ default: false, description: 'keep sessions in Redis instead of memory' }),
   REDIS_URL: Type.String({ default: 'redis://127.0.0.1:6379', pattern: '^rediss?://', description: 'a redis:// or rediss:// URL' }),
+  REDIS_CLUSTER_NODES: Type.String({ default: '', pattern: '^([^,\\s]+:\\d+(,[^,\\s]+:\\d+)*)?$', description: 'comma-separated host:port of Redis Cluster nodes (implies Redis mode)' }),
   LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map(l => Type.Literal(l)), { default: 'info', description: 'one of fatal, error, warn, info, debug, trace, silent' }),
   CORS_ORIGIN: Type.String({ default: '', description: 'comma-separated origins for CORS; empty means the ALLOWED_ORIGINS rule' }),
   ALLOWED_ORIGINS: Type.String({ default: 'http://localhost,http://127.0.0.1,http://[::1]', minLength: 1, description: 'comma-separated origins (any port when none is given) or *' }),
   SESSION_TTL_SECONDS: Integer({ default: 1800, minimum: 1, maximum: 30 * 24 * 3600, description: 'idle seconds before a session expires' }),
   SESSION_CACHE_MAX: Integer({ default: 1000, minimum: 1, maximum: 1_000_000, description: 'live sessions kept in memory on this node' }),
+  EVENTS_PER_SESSION: Integer({ default: 1000, minimum: 10, maximum: 100_000, description: 'SSE events kept per session for resumption' }),
+  SSE_RETRY_MS: Integer({ default: 1000, minimum: 100, maximum: 60_000, description: 'reconnection delay sent to clients in SSE retry fields' }),
   HISTORY_LIMIT: Integer({ default: 1000, minimum: 1, maximum: 100_000, description: 'history entries kept per session' }),
   RATE_LIMIT_MAX: Integer({ default: 1000, minimum: 1, maximum: 100_000_000, description: 'requests per window per session or address' }),
   RATE_LIMIT_WINDOW_MS: Integer({ default: 60_000, minimum: 100, maximum: 86_400_000, description: 'rate limit window in milliseconds' }),
@@ -51,5 +54,6 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
   }
   const result = config as Config
   if (result.NODE_ID === '') result.NODE_ID = `${hostname()}-${process.pid}`
+  if (result.REDIS_CLUSTER_NODES !== '') result.USE_REDIS = true
   return result
 }

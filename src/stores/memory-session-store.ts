@@ -1,10 +1,16 @@
-import type { HistoryEntry, LogLevel, NewHistoryEntry, SessionRecord, SessionStore, SessionStoreOptions } from './session-store.js'
+import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js'
+import {
+  DEFAULT_EVENT_LIMIT, streamOfEventId,
+  type HistoryEntry, type LogLevel, type NewHistoryEntry, type SessionRecord, type SessionStore, type SessionStoreOptions, type StoredEvent
+} from './session-store.js'
 
 interface Slot {
   record: SessionRecord
   history: HistoryEntry[]
   stats: Record<string, number>
   nextCalculationId: number
+  events: Array<StoredEvent & { streamId: string, position: number }>
+  nextEventPosition: number
 }
 
 /**
@@ -16,17 +22,19 @@ export class MemorySessionStore implements SessionStore {
   readonly #slots = new Map<string, Slot>()
   readonly #ttlMs: number
   readonly #historyLimit: number
+  readonly #eventLimit: number
   readonly #sweeper: NodeJS.Timeout
 
   constructor (options: SessionStoreOptions) {
     this.#ttlMs = options.ttlSeconds * 1000
     this.#historyLimit = options.historyLimit
+    this.#eventLimit = options.eventLimit ?? DEFAULT_EVENT_LIMIT
     this.#sweeper = setInterval(() => this.#sweep(), Math.min(this.#ttlMs, 60_000))
     this.#sweeper.unref()
   }
 
   async create (record: SessionRecord): Promise<void> {
-    this.#slots.set(record.id, { record: structuredClone(record), history: [], stats: {}, nextCalculationId: 1 })
+    this.#slots.set(record.id, { record: structuredClone(record), history: [], stats: {}, nextCalculationId: 1, events: [], nextEventPosition: 1 })
   }
 
   async touch (id: string): Promise<SessionRecord | undefined> {
@@ -89,6 +97,27 @@ export class MemorySessionStore implements SessionStore {
 
   async stats (id: string): Promise<Record<string, number>> {
     return { ...this.#live(id)?.stats }
+  }
+
+  async appendEvent (id: string, streamId: string, message: JSONRPCMessage | null): Promise<string | undefined> {
+    const slot = this.#live(id)
+    if (slot === undefined) return undefined
+    const position = slot.nextEventPosition++
+    const eventId = `${streamId}.${position}`
+    slot.events.push({ eventId, streamId, position, message })
+    if (slot.events.length > this.#eventLimit) slot.events.splice(0, slot.events.length - this.#eventLimit)
+    return eventId
+  }
+
+  async eventsAfter (id: string, lastEventId: string): Promise<{ streamId: string, events: StoredEvent[] } | undefined> {
+    const streamId = streamOfEventId(lastEventId)
+    const after = Number(lastEventId.slice(lastEventId.lastIndexOf('.') + 1))
+    const slot = this.#live(id)
+    if (streamId === undefined || !Number.isSafeInteger(after) || slot === undefined) return undefined
+    const events = slot.events
+      .filter(e => e.position > after && e.streamId === streamId && e.message !== null)
+      .map(({ eventId, message }) => ({ eventId, message }))
+    return { streamId, events }
   }
 
   async count (): Promise<number> {

@@ -1,3 +1,5 @@
+import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js'
+
 /** What a client sent in `initialize`, kept so that any node can rebuild the session the same way. */
 export interface InitializeParams {
   protocolVersion: string
@@ -37,6 +39,18 @@ export interface HistoryEntry extends NewHistoryEntry {
   timestamp: string
 }
 
+/** One SSE event of a session; `message` is null for a priming event, which carries only its id. */
+export interface StoredEvent {
+  eventId: string
+  message: JSONRPCMessage | null
+}
+
+/** Event ids are `<streamId>.<position>`: unique within the session, and naming their stream. */
+export function streamOfEventId (eventId: string): string | undefined {
+  const dot = eventId.lastIndexOf('.')
+  return dot <= 0 ? undefined : eventId.slice(0, dot)
+}
+
 /**
  * Where sessions live. Every method is atomic for one session, so concurrent requests on any number
  * of nodes never lose an update. Methods that take a session id act on nothing when it is gone.
@@ -63,6 +77,16 @@ export interface SessionStore {
   clearHistory (id: string): Promise<number>
   /** Calculations per operation over the session's life. */
   stats (id: string): Promise<Record<string, number>>
+  /**
+   * Appends an SSE event to the session's bounded event log and returns its id; undefined when the
+   * session is gone.
+   */
+  appendEvent (id: string, streamId: string, message: JSONRPCMessage | null): Promise<string | undefined>
+  /**
+   * The events of the stream named by `lastEventId` that came after it, oldest first, without
+   * priming events; undefined when the id is malformed or the session is gone.
+   */
+  eventsAfter (id: string, lastEventId: string): Promise<{ streamId: string, events: StoredEvent[] } | undefined>
   /** Live sessions in the whole store. */
   count (): Promise<number>
   close (): Promise<void>
@@ -71,4 +95,8 @@ export interface SessionStore {
 export interface SessionStoreOptions {
   ttlSeconds: number
   historyLimit: number
+  /** SSE events kept per session for resumption; the oldest are dropped. */
+  eventLimit?: number
 }
+
+export const DEFAULT_EVENT_LIMIT = 1000

@@ -1,0 +1,64 @@
+import { test } from 'tap'
+import { Redis } from 'ioredis'
+import { RedisSessionStore } from '../src/stores/redis-session-store.js'
+import { StorageUnavailableError } from '../src/errors.js'
+import { startRedis } from './helpers/processes.js'
+import { newRecord, storeContract } from './helpers/store-contract.js'
+
+test('RedisSessionStore keeps the store contract on a real redis-server', async t => {
+  const redis = await startRedis()
+  const clients: Redis[] = []
+  t.teardown(async () => {
+    for (const client of clients) client.disconnect()
+    await redis.stop()
+  })
+  storeContract(t, async options => {
+    const client = new Redis(redis.url)
+    clients.push(client)
+    return new RedisSessionStore(client, options)
+  })
+
+  t.test('every key of a session shares one hash tag and one expiry', async t => {
+    const client = new Redis(redis.url)
+    clients.push(client)
+    const store = new RedisSessionStore(client, { ttlSeconds: 100, historyLimit: 10 })
+    const record = newRecord()
+    await store.create(record)
+    await store.appendHistory(record.id, { operation: 'add', expression: '1 + 1 = 2', inputs: [1, 1], result: 2 })
+    await store.appendEvent(record.id, 'g', { jsonrpc: '2.0', method: 'notifications/x' })
+    const found = await client.keys(`*${record.id}*`)
+    t.equal(found.length, 4)
+    for (const key of found) {
+      t.match(key, `mcp:{${record.id}}:`)
+      const ttl = await client.pttl(key)
+      t.ok(ttl > 90_000 && ttl <= 100_000, `${key} expires with the session`)
+    }
+    await store.delete(record.id)
+    t.same(await client.keys(`*${record.id}*`), [], 'DELETE removes every key')
+  })
+
+  t.test('event ids name their stream and replay exactly what came after', async t => {
+    const client = new Redis(redis.url)
+    clients.push(client)
+    const store = new RedisSessionStore(client, { ttlSeconds: 100, historyLimit: 10 })
+    const record = newRecord()
+    await store.create(record)
+    const priming = await store.appendEvent(record.id, 'a', null)
+    const a1 = await store.appendEvent(record.id, 'a', { jsonrpc: '2.0', method: 'm', params: { n: 1 } })
+    await store.appendEvent(record.id, 'b', { jsonrpc: '2.0', method: 'm', params: { n: 2 } })
+    await store.appendEvent(record.id, 'a', { jsonrpc: '2.0', method: 'm', params: { n: 3 } })
+    const all = await store.eventsAfter(record.id, priming!)
+    t.equal(all?.streamId, 'a')
+    t.same(all?.events.map(e => (e.message as unknown as { params: { n: number } }).params.n), [1, 3])
+    const rest = await store.eventsAfter(record.id, a1!)
+    t.same(rest?.events.map(e => (e.message as unknown as { params: { n: number } }).params.n), [3])
+    t.equal(await store.eventsAfter(record.id, 'garbage'), undefined)
+  })
+
+  t.test('an unreachable Redis gives StorageUnavailableError, not a hang', async t => {
+    const client = new Redis({ port: 1, host: '127.0.0.1', enableOfflineQueue: false, lazyConnect: true, retryStrategy: () => null })
+    clients.push(client)
+    const store = new RedisSessionStore(client, { ttlSeconds: 100, historyLimit: 10 })
+    await t.rejects(store.touch('anything'), StorageUnavailableError)
+  })
+})
