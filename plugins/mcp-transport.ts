@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv'
 import type { JSONRPCRequest } from '@modelcontextprotocol/sdk/types.js'
-import { ConflictError, ForbiddenOriginError, InvalidRequestError, MissingSessionIdError, SessionNotFoundError } from '../src/errors.js'
+import { ForbiddenOriginError, InvalidRequestError, MissingSessionIdError, SessionNotFoundError } from '../src/errors.js'
 import { originMatcher } from '../src/origins.js'
 import { SessionCache, type LiveSession } from '../src/transport/session-cache.js'
 import { checkProtocolVersion, readMessages, requireAccept } from '../src/transport/http-rules.js'
@@ -65,6 +65,13 @@ export default fp(async function mcpTransport (fastify) {
     },
     logError: (err, message) => fastify.log.error({ err }, message)
   }, {
+    store,
+    bus: fastify.messageBus,
+    nodeId: config.NODE_ID,
+    retryMs: config.SSE_RETRY_MS,
+    keepAliveMs: config.KEEPALIVE_MS,
+    onError: (err, message) => fastify.log.warn({ err }, message)
+  }, {
     max: config.SESSION_CACHE_MAX,
     idleMs: config.SESSION_TTL_SECONDS * 1000,
     onRebuilt: () => metrics.sessionsRebuilt.inc()
@@ -115,8 +122,8 @@ export default fp(async function mcpTransport (fastify) {
       requireAccept(request.headers.accept, GET_ACCEPT)
       checkProtocolVersion(request.headers['mcp-protocol-version'])
       const live = await liveSession(request)
-      if (live.transport.hasStandaloneStream) throw new ConflictError('a GET stream is already open for this session on this node')
-      live.transport.openStandaloneStream(openSse(reply, live.transport.sessionId), config.KEEPALIVE_MS)
+      const lastEventId = request.headers['last-event-id']
+      await live.transport.openStream(() => openSse(reply, live.transport.sessionId), typeof lastEventId === 'string' && lastEventId !== '' ? lastEventId : undefined)
       return reply
     },
 

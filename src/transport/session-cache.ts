@@ -4,7 +4,8 @@ import type { Server } from '@modelcontextprotocol/sdk/server/index.js'
 import type { JSONRPCMessage, JSONRPCRequest } from '@modelcontextprotocol/sdk/types.js'
 import { type SessionServices, SessionState, createSessionServer } from '../mcp/session-server.js'
 import type { InitializeParams, SessionRecord } from '../stores/session-store.js'
-import { SessionTransport } from './session-transport.js'
+import type { BusMessage } from './bus.js'
+import { SessionTransport, type TransportServices } from './session-transport.js'
 
 /** A session that is live on this node: its record, SDK server and transport. */
 export interface LiveSession {
@@ -31,13 +32,16 @@ const REBUILD_ID = 'rebuild'
  */
 export class SessionCache {
   readonly #services: SessionServices
+  readonly #transportServices: TransportServices
   readonly #options: SessionCacheOptions
   readonly #live: LRUCache<string, LiveSession>
   readonly #building = new Map<string, Promise<LiveSession>>()
   readonly #sweeper: NodeJS.Timeout
 
-  constructor (services: SessionServices, options: SessionCacheOptions) {
+  constructor (services: SessionServices, transportServices: TransportServices, options: SessionCacheOptions) {
     this.#services = services
+    this.#transportServices = transportServices
+    transportServices.bus.onMessage(message => this.#deliver(message))
     this.#options = options
     this.#live = new LRUCache<string, LiveSession>({
       max: options.max,
@@ -122,6 +126,11 @@ export class SessionCache {
     this.#live.clear()
   }
 
+  /** A message from another node reaches the session if it is live here; otherwise nobody here waits for it. */
+  #deliver (message: BusMessage): void {
+    this.#live.peek(message.sessionId)?.transport.receive(message)
+  }
+
   async #rebuild (record: SessionRecord): Promise<LiveSession> {
     const live = await this.#connect(new SessionState(record))
     await live.transport.dispatch({
@@ -138,7 +147,7 @@ export class SessionCache {
 
   async #connect (state: SessionState): Promise<LiveSession> {
     const server = createSessionServer(this.#services, state)
-    const transport = new SessionTransport(state.record.id)
+    const transport = new SessionTransport(state.record.id, this.#transportServices, () => state.record.protocolVersion)
     server.onerror = error => this.#services.logError(error, 'MCP session error')
     await server.connect(transport)
     return { state, server, transport }

@@ -1,8 +1,16 @@
+import { randomBytes } from 'node:crypto'
 import type { ServerResponse } from 'node:http'
 import type { Transport, TransportSendOptions } from '@modelcontextprotocol/sdk/shared/transport.js'
 import { ErrorCode, type JSONRPCMessage, type JSONRPCRequest, type MessageExtraInfo, type RequestId } from '@modelcontextprotocol/sdk/types.js'
 import { ConflictError, InvalidRequestError } from '../errors.js'
+import { type SessionStore, streamOfEventId } from '../stores/session-store.js'
+import type { BusMessage, MessageBus } from './bus.js'
 import { SseStream } from './sse.js'
+
+/** The stream id of a session's GET stream; POST streams get random ids. */
+export const STANDALONE_STREAM = 'get'
+/** Priming events (an id to resume from) are part of the 2025-11-25 revision. */
+const PRIMING_SINCE = '2025-11-25'
 
 /** Where the answer to one POST goes. */
 export interface ExchangeSink {
@@ -16,14 +24,37 @@ export interface ExchangeSink {
   stream (): ServerResponse | undefined
 }
 
+/** Shared by every session transport of a node. */
+export interface TransportServices {
+  store: SessionStore
+  bus: MessageBus
+  nodeId: string
+  /** Reconnection delay sent with priming events and when the server ends a stream. */
+  retryMs: number
+  keepAliveMs: number
+  onError (error: unknown, message: string): void
+}
+
+interface Exchange {
+  pending: Set<RequestId>
+  batch: boolean
+  sink: ExchangeSink
+  responses: JSONRPCMessage[]
+  streamId?: string
+  done: boolean
+}
+
 const isResponse = (message: JSONRPCMessage): message is JSONRPCMessage & { id: RequestId } =>
   'id' in message && ('result' in message || 'error' in message)
+
+const isRequest = (message: JSONRPCMessage): message is JSONRPCRequest =>
+  'method' in message && 'id' in message
 
 /**
  * The SDK answers request params that fail its schema with -32603 and the schema library's issue
  * list as the message; a client should see -32602 and a readable reason.
  */
-function asInvalidParams (message: JSONRPCMessage): JSONRPCMessage {
+function asInvalidParams<T extends JSONRPCMessage> (message: T): T {
   if (!('error' in message) || message.error.code !== ErrorCode.InternalError || !message.error.message.startsWith('[')) return message
   let reason = 'the params do not match the method\'s schema'
   try {
@@ -33,121 +64,81 @@ function asInvalidParams (message: JSONRPCMessage): JSONRPCMessage {
   return { ...message, error: { code: ErrorCode.InvalidParams, message: `Invalid params: ${reason}` } }
 }
 
-const isRequest = (message: JSONRPCMessage): message is JSONRPCRequest =>
-  'method' in message && 'id' in message
-
 /**
- * The requests of one POST and how their answers leave: as one JSON body when nothing streams
- * before the last response (the fast path), else as an SSE stream opened at the first streamed
- * message. The server chooses per request, as Streamable HTTP allows.
- */
-class Exchange {
-  readonly #pending: Set<RequestId>
-  readonly #batch: boolean
-  readonly #sink: ExchangeSink
-  readonly #responses: JSONRPCMessage[] = []
-  #stream?: SseStream
-  #streamChosen = false
-  #done = false
-
-  constructor (ids: RequestId[], batch: boolean, sink: ExchangeSink) {
-    this.#pending = new Set(ids)
-    this.#batch = batch
-    this.#sink = sink
-  }
-
-  get done (): boolean { return this.#done }
-
-  /** Streams a message related to one of this exchange's requests; false once the exchange is over. */
-  push (message: JSONRPCMessage): boolean {
-    if (this.#done) return false
-    if (!this.#streamChosen) {
-      this.#streamChosen = true
-      const res = this.#sink.stream()
-      if (res !== undefined) {
-        this.#stream = new SseStream(res)
-        for (const response of this.#responses.splice(0)) this.#stream.send(response)
-      }
-    }
-    this.#stream?.send(message)
-    return true
-  }
-
-  respond (message: JSONRPCMessage & { id: RequestId }): void {
-    if (!this.#pending.delete(message.id)) return
-    if (this.#streamChosen) this.#stream?.send(message)
-    else this.#responses.push(message)
-    if (this.#pending.size === 0) this.#finish()
-  }
-
-  /** Ends the exchange early (request cancelled, session closed) with whatever was answered. */
-  forget (id: RequestId): void {
-    if (this.#pending.delete(id) && this.#pending.size === 0) this.#finish()
-  }
-
-  #finish (): void {
-    this.#done = true
-    if (this.#streamChosen) this.#stream?.end()
-    else if (this.#responses.length === 0) this.#sink.json(undefined)
-    else this.#sink.json(this.#batch ? this.#responses : this.#responses[0])
-  }
-}
-
-/**
- * The SDK `Transport` of one session on this node. It takes the JSON-RPC messages Fastify already
- * parsed, and routes what the SDK server sends: a response to the POST that carried its request,
- * a message related to a request onto that request's stream, anything else onto the session's
- * standalone GET stream (or to `onUnrouted` when this node has none).
+ * The SDK `Transport` of one session on this node. It takes JSON-RPC messages that Fastify already
+ * parsed and routes what the SDK server sends:
+ * - a response goes to the POST that carried its request: one JSON body when nothing was streamed
+ *   for that POST (the fast path), else the last event of its SSE stream;
+ * - a message related to a request opens (or continues) that POST's SSE stream;
+ * - anything else goes to the session's GET stream.
+ * Streamed messages are stored as events first, so a client can resume any stream on any node;
+ * an event for a stream held by another node travels over the bus.
  */
 export class SessionTransport implements Transport {
   readonly sessionId: string
   onmessage?: (message: JSONRPCMessage, extra?: MessageExtraInfo) => void
   onclose?: () => void
   onerror?: (error: Error) => void
-  /** A message for the standalone stream while this node holds none for the session. */
-  onUnrouted?: (message: JSONRPCMessage) => void
 
+  readonly #services: TransportServices
+  readonly #protocolVersion: () => string
   readonly #exchanges = new Map<RequestId, Exchange>()
-  #standalone?: SseStream
+  readonly #streams = new Map<string, SseStream>()
+  /** Server requests awaiting the client's answer: id on the wire -> id the SDK chose. */
+  readonly #awaiting = new Map<string, RequestId>()
+  /** Makes the ids of server requests unique across nodes, since each SDK server counts from 0. */
+  readonly #requestPrefix = `${randomBytes(6).toString('base64url')}-`
+  #chain: Promise<void> = Promise.resolve()
   #closed = false
 
-  constructor (sessionId: string) {
+  constructor (sessionId: string, services: TransportServices, protocolVersion: () => string) {
     this.sessionId = sessionId
+    this.#services = services
+    this.#protocolVersion = protocolVersion
   }
 
   async start (): Promise<void> {}
 
-  async send (message: JSONRPCMessage, options?: TransportSendOptions): Promise<void> {
+  async send (outgoing: JSONRPCMessage, options?: TransportSendOptions): Promise<void> {
+    let message = outgoing
     if (isResponse(message)) {
       const exchange = this.#exchanges.get(message.id)
-      if (exchange === undefined) return
-      this.#exchanges.delete(message.id)
-      exchange.respond(asInvalidParams(message) as typeof message)
+      if (exchange !== undefined) {
+        this.#exchanges.delete(message.id)
+        this.#respond(exchange, message.id, asInvalidParams(message))
+      }
       return
     }
-    const related = options?.relatedRequestId
-    if (related !== undefined && this.#exchanges.get(related)?.push(message) === true) return
-    if (this.#standalone?.open === true) this.#standalone.send(message)
-    else this.onUnrouted?.(message)
+    if (isRequest(message)) {
+      const wireId = `${this.#requestPrefix}${message.id}`
+      this.#awaiting.set(wireId, message.id)
+      message = { ...message, id: wireId }
+    }
+    const related = options?.relatedRequestId === undefined ? undefined : this.#exchanges.get(options.relatedRequestId)
+    if (related !== undefined && !related.done) this.#stream(related, message)
+    else await this.#emit(STANDALONE_STREAM, message)
   }
 
   async close (): Promise<void> {
     if (this.#closed) return
     this.#closed = true
-    for (const [id, exchange] of this.#exchanges) exchange.forget(id)
+    for (const exchange of new Set(this.#exchanges.values())) this.#finish(exchange)
     this.#exchanges.clear()
-    this.#standalone?.end()
+    await this.#chain
+    for (const stream of this.#streams.values()) stream.end(this.#services.retryMs)
+    this.#streams.clear()
     this.onclose?.()
   }
 
-  /** True while a standalone GET stream for the session is open on this node. */
+  /** True while this node holds the session's GET stream. */
   get hasStandaloneStream (): boolean {
-    return this.#standalone?.open === true
+    return this.#streams.get(STANDALONE_STREAM)?.open === true
   }
 
   /**
    * Delivers the messages of one POST to the SDK server. When they include requests, their answers
-   * go to `sink`; returns whether any did.
+   * go to `sink`; returns whether any did. A client's response to a server request that another
+   * node made is passed on over the bus.
    * @throws {InvalidRequestError} when a request id is already in flight on this session.
    */
   post (messages: JSONRPCMessage[], batch: boolean, sink: ExchangeSink, extra?: MessageExtraInfo): boolean {
@@ -159,12 +150,15 @@ export class SessionTransport implements Transport {
     }
     if (new Set(ids).size !== ids.length) throw new InvalidRequestError('request ids in a batch must be distinct')
     if (ids.length > 0) {
-      const exchange = new Exchange(ids, batch, sink)
+      const exchange: Exchange = { pending: new Set(ids), batch, sink, responses: [], done: false }
       for (const id of ids) this.#exchanges.set(id, exchange)
     }
     for (const message of messages) {
-      if ('method' in message && message.method === 'notifications/cancelled') this.#cancelled(message.params?.requestId as RequestId | undefined)
-      this.onmessage?.(message, extra)
+      if (isResponse(message)) this.#clientResponse(message)
+      else if ('method' in message) {
+        if (message.method === 'notifications/cancelled') this.#cancelled(message.params?.requestId as RequestId | undefined)
+        this.onmessage?.(message, extra)
+      }
     }
     return ids.length > 0
   }
@@ -177,23 +171,117 @@ export class SessionTransport implements Transport {
   }
 
   /**
-   * Makes `res` the session's standalone stream on this node.
-   * @throws {ConflictError} when one is already open.
+   * Serves a GET: the session's stream for server-initiated messages, or, with `lastEventId`, the
+   * resumption of the stream that event belongs to, replaying exactly the events after it.
+   * @throws {ConflictError} when this node already holds the session's GET stream.
    */
-  openStandaloneStream (res: ServerResponse, keepAliveMs: number): SseStream {
-    if (this.#standalone?.open === true) throw new ConflictError('a GET stream is already open for this session')
-    const stream = new SseStream(res, keepAliveMs)
-    stream.onClose = () => { if (this.#standalone === stream) this.#standalone = undefined }
-    this.#standalone = stream
-    return stream
+  async openStream (open: () => ServerResponse, lastEventId?: string): Promise<void> {
+    const resumed = lastEventId === undefined ? undefined : streamOfEventId(lastEventId)
+    const streamId = resumed ?? STANDALONE_STREAM
+    if (this.#streams.get(streamId)?.open === true) throw new ConflictError('this stream is already open for this session')
+    // Registered before the replay is read, holding live events back: an event stored meanwhile
+    // arrives live and may be in the replay too; the stream writes each id once.
+    const stream = new SseStream(open(), streamId, this.#services.keepAliveMs)
+    stream.hold()
+    this.#register(stream)
+    if (streamId === STANDALONE_STREAM) {
+      this.#services.bus.publish({ kind: 'claim', sessionId: this.sessionId, streamId, node: this.#services.nodeId }).catch(() => {})
+    }
+    const events = resumed === undefined ? [] : (await this.#services.store.eventsAfter(this.sessionId, lastEventId!))?.events ?? []
+    stream.release(events)
+    if (resumed === undefined) await this.#emit(streamId, null)
+    if (streamId !== STANDALONE_STREAM && events.some(e => e.message !== null && isResponse(e.message))) stream.end()
+  }
+
+  /** A message from another node about this session. */
+  receive (message: BusMessage): void {
+    switch (message.kind) {
+      case 'event': {
+        const stream = this.#streams.get(message.streamId)
+        if (stream?.open !== true) return
+        stream.send(message.message, message.eventId)
+        if (message.streamId !== STANDALONE_STREAM && isResponse(message.message)) stream.end()
+        return
+      }
+      case 'response':
+        if (isResponse(message.message) && this.#awaiting.has(String(message.message.id))) this.#clientResponse(message.message)
+        return
+      case 'claim':
+        if (message.node !== this.#services.nodeId) this.#streams.get(message.streamId)?.end(this.#services.retryMs)
+    }
+  }
+
+  #clientResponse (message: JSONRPCMessage & { id: RequestId }): void {
+    const original = this.#awaiting.get(String(message.id))
+    if (original === undefined) {
+      this.#services.bus.publish({ kind: 'response', sessionId: this.sessionId, message }).catch(error => this.#services.onError(error, 'could not pass a client response on'))
+      return
+    }
+    this.#awaiting.delete(String(message.id))
+    this.onmessage?.({ ...message, id: original })
+  }
+
+  #stream (exchange: Exchange, message: JSONRPCMessage): void {
+    if (exchange.streamId === undefined) {
+      exchange.streamId = randomBytes(6).toString('base64url')
+      const res = exchange.sink.stream()
+      if (res !== undefined) {
+        this.#register(new SseStream(res, exchange.streamId))
+        this.#emit(exchange.streamId, null)
+      }
+      for (const response of exchange.responses.splice(0)) this.#emit(exchange.streamId, response)
+    }
+    this.#emit(exchange.streamId, message)
+  }
+
+  #respond (exchange: Exchange, id: RequestId, message: JSONRPCMessage): void {
+    if (!exchange.pending.delete(id)) return
+    if (exchange.streamId !== undefined) this.#emit(exchange.streamId, message)
+    else exchange.responses.push(message)
+    if (exchange.pending.size === 0) this.#finish(exchange)
+  }
+
+  #finish (exchange: Exchange): void {
+    if (exchange.done) return
+    exchange.done = true
+    const { streamId } = exchange
+    if (streamId !== undefined) {
+      this.#chain = this.#chain.then(() => this.#streams.get(streamId)?.end())
+      return
+    }
+    if (exchange.responses.length === 0) exchange.sink.json(undefined)
+    else exchange.sink.json(exchange.batch ? exchange.responses : exchange.responses[0])
+  }
+
+  /**
+   * Stores a streamed message as an event of its stream (a null message is a priming event) and
+   * writes it to that stream here, or passes it to the node that holds the stream. Emits run one
+   * after another, so a session's events keep their order.
+   */
+  #emit (streamId: string, message: JSONRPCMessage | null): Promise<void> {
+    const { store, bus, retryMs, onError } = this.#services
+    this.#chain = this.#chain.then(async () => {
+      const priming = message === null
+      if (priming && this.#protocolVersion() < PRIMING_SINCE) return
+      const eventId = await store.appendEvent(this.sessionId, streamId, message).catch(error => { onError(error, 'could not store an SSE event'); return undefined })
+      const stream = this.#streams.get(streamId)
+      if (stream?.open === true) stream.send(message, eventId, priming ? retryMs : undefined)
+      else if (!priming && eventId !== undefined) await bus.publish({ kind: 'event', sessionId: this.sessionId, streamId, eventId, message })
+    }).catch(error => onError(error, 'could not deliver an SSE event'))
+    return this.#chain
+  }
+
+  #register (stream: SseStream): void {
+    this.#streams.set(stream.streamId, stream)
+    stream.onClose = () => { if (this.#streams.get(stream.streamId) === stream) this.#streams.delete(stream.streamId) }
   }
 
   /** A cancelled request gets no response from the SDK; its POST must still end. */
   #cancelled (id: RequestId | undefined): void {
-    if (id === undefined) return
-    const exchange = this.#exchanges.get(id)
-    if (exchange === undefined) return
+    const exchange = id === undefined ? undefined : this.#exchanges.get(id)
+    if (exchange === undefined || id === undefined) return
     this.#exchanges.delete(id)
-    exchange.forget(id)
+    exchange.pending.delete(id)
+    if (exchange.pending.size === 0) this.#finish(exchange)
   }
 }

@@ -12,18 +12,25 @@ export function sseHeaders (sessionId: string): Record<string, string> {
   }
 }
 
+/** Event ids remembered per stream to drop a second copy of an event (replay racing live delivery). */
+const REMEMBERED_IDS = 1024
+
 /**
  * One Server-Sent Events stream over a raw HTTP response. Writes after the client went away are
- * dropped; `onClose` runs once, whoever closed the stream.
+ * dropped; an event id is written at most once; `onClose` runs once, whoever closed the stream.
  */
 export class SseStream {
+  readonly streamId: string
   readonly #res: ServerResponse
+  readonly #sent = new Set<string>()
+  #held?: Array<[JSONRPCMessage | null, string | undefined]>
   #keepAlive?: NodeJS.Timeout
   #open = true
   onClose?: () => void
 
-  constructor (res: ServerResponse, keepAliveMs = 0) {
+  constructor (res: ServerResponse, streamId: string, keepAliveMs = 0) {
     this.#res = res
+    this.streamId = streamId
     res.on('close', () => this.#closed())
     if (keepAliveMs > 0) {
       this.#keepAlive = setInterval(() => this.#write(': keepalive\n\n'), keepAliveMs)
@@ -33,9 +40,34 @@ export class SseStream {
 
   get open (): boolean { return this.#open }
 
-  send (message: JSONRPCMessage, eventId?: string): void {
+  /**
+   * Writes one event. A null message is a priming event: only its id and the reconnection delay,
+   * so the client can resume from it.
+   */
+  send (message: JSONRPCMessage | null, eventId?: string, retryMs?: number): void {
+    if (this.#held !== undefined) {
+      this.#held.push([message, eventId])
+      return
+    }
+    if (eventId !== undefined) {
+      if (this.#sent.has(eventId)) return
+      this.#sent.add(eventId)
+      if (this.#sent.size > REMEMBERED_IDS) this.#sent.delete(this.#sent.values().next().value!)
+    }
     const id = eventId === undefined ? '' : `id: ${eventId}\n`
-    this.#write(`event: message\n${id}data: ${JSON.stringify(message)}\n\n`)
+    const retry = retryMs === undefined ? '' : `retry: ${retryMs}\n`
+    this.#write(message === null ? `${id}${retry}data: \n\n` : `event: message\n${id}${retry}data: ${JSON.stringify(message)}\n\n`)
+  }
+
+  /** Holds live events back while older ones are replayed. */
+  hold (): void { this.#held ??= [] }
+
+  /** Writes the replayed events, then what was held back meanwhile, each event id once. */
+  release (replayed: ReadonlyArray<{ message: JSONRPCMessage | null, eventId: string }> = []): void {
+    const held = this.#held ?? []
+    this.#held = undefined
+    for (const { message, eventId } of replayed) this.send(message, eventId)
+    for (const [message, eventId] of held) this.send(message, eventId)
   }
 
   /** Ends the stream; `retryMs` tells the client how soon to reconnect. */
