@@ -2,25 +2,48 @@ import { Type } from '@sinclair/typebox'
 import type { FastifyInstance } from 'fastify'
 import { VERSION } from '../src/version.js'
 
-const Health = Type.Object({
-  status: Type.Union([Type.Literal('ok'), Type.Literal('unavailable')]),
+const StorageMode = Type.Union([Type.Literal('memory'), Type.Literal('redis')])
+
+const Ready = Type.Object({
+  status: Type.Literal('ok'),
   version: Type.String(),
   nodeId: Type.String(),
-  storageMode: Type.Union([Type.Literal('memory'), Type.Literal('redis')]),
+  storageMode: StorageMode,
+  storage: Type.Literal('up'),
   sessions: Type.Integer({ description: 'Live sessions in the store' }),
   cachedSessions: Type.Integer({ description: 'Sessions live on this node' }),
   uptimeSeconds: Type.Number()
 })
 
-/** Readiness: whether this node can serve, with its storage and session counts. */
+const Unavailable = Type.Object({
+  status: Type.Literal('unavailable'),
+  version: Type.String(),
+  nodeId: Type.String(),
+  storageMode: StorageMode,
+  storage: Type.Literal('down'),
+  reason: Type.String()
+})
+
+/**
+ * `/health`: readiness, 503 when this node cannot serve because its storage does not answer.
+ * `/health/live`: liveness, 200 while the process runs.
+ */
 export default async function healthRoutes (fastify: FastifyInstance) {
-  fastify.get('/health', { schema: { response: { 200: Health } } }, async () => ({
-    status: 'ok' as const,
-    version: VERSION,
-    nodeId: fastify.config.NODE_ID,
-    storageMode: fastify.sessionStore.mode,
-    sessions: await fastify.sessionStore.count(),
-    cachedSessions: fastify.sessionCache.size,
-    uptimeSeconds: Math.round(process.uptime())
-  }))
+  const { sessionStore: store, sessionCache: cache, config } = fastify
+  const about = () => ({ version: VERSION, nodeId: config.NODE_ID, storageMode: store.mode })
+
+  fastify.get('/health', { schema: { response: { 200: Ready, 503: Unavailable } } }, async (_request, reply) => {
+    let sessions: number
+    try {
+      await store.ping()
+      sessions = await store.count()
+    } catch {
+      return reply.code(503).header('retry-after', '1').send({
+        status: 'unavailable' as const, ...about(), storage: 'down' as const, reason: `${store.mode === 'redis' ? 'Redis' : 'storage'} is unreachable`
+      })
+    }
+    return { status: 'ok' as const, ...about(), storage: 'up' as const, sessions, cachedSessions: cache.size, uptimeSeconds: Math.round(process.uptime()) }
+  })
+
+  fastify.get('/health/live', async () => ({ status: 'ok', nodeId: config.NODE_ID }))
 }

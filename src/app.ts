@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyServerOptions } from 'fastify'
 import config, { type ConfigPluginOptions } from '../plugins/config.js'
 import errorBoundary from '../plugins/error-boundary.js'
 import cors from '../plugins/cors.js'
+import redis from '../plugins/redis.js'
 import sessionStore from '../plugins/session-store.js'
 import metrics from '../plugins/metrics.js'
 import rateLimit from '../plugins/rate-limit.js'
@@ -21,6 +22,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(config, opts)
   await fastify.register(errorBoundary)
   await fastify.register(cors)
+  await fastify.register(redis)
   await fastify.register(sessionStore)
   await fastify.register(metrics)
   await fastify.register(rateLimit)

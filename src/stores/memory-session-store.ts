@@ -124,6 +124,8 @@ export class MemorySessionStore implements SessionStore {
     return this.#slots.size
   }
 
+  async ping (): Promise<void> {}
+
   async close (): Promise<void> {
     clearInterval(this.#sweeper)
   }

@@ -255,6 +255,10 @@ export class RedisSessionStore implements SessionStore {
     })
   }
 
+  async ping (): Promise<void> {
+    await this.#run(() => this.#redis.ping())
+  }
+
   async close (): Promise<void> {}
 
   async #run<T> (operation: () => Promise<T>): Promise<T> {

@@ -89,6 +89,8 @@ export interface SessionStore {
   eventsAfter (id: string, lastEventId: string): Promise<{ streamId: string, events: StoredEvent[] } | undefined>
   /** Live sessions in the whole store. */
   count (): Promise<number>
+  /** Resolves when the store answers; rejects with StorageUnavailableError otherwise. */
+  ping (): Promise<void>
   close (): Promise<void>
 }
 
