@@ -1,5 +1,5 @@
 import { test } from 'tap'
-import { CallToolResultSchema, type ServerNotification } from '@modelcontextprotocol/sdk/types.js'
+import { CallToolResultSchema, ElicitRequestSchema, type ServerNotification } from '@modelcontextprotocol/sdk/types.js'
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { connect, startServer } from './helpers/server.js'
 
@@ -167,4 +167,24 @@ test('a notification the client did not subscribe to is not sent', async t => {
   await client.callTool({ name: 'calculate', arguments: { a: 1, b: 1, op: 'add' } })
   await client.callTool({ name: 'get_history', arguments: {} })
   t.same(notifications.filter((n: ServerNotification) => n.method !== 'notifications/progress'), [])
+})
+
+test('clear_history asks clients that support elicitation, and keeps the history when declined', async t => {
+  const server = await startServer()
+  t.teardown(() => server.close())
+  const { client } = await connect(server.mcpUrl, { elicitation: {} })
+  t.teardown(() => client.close())
+  const questions: string[] = []
+  let answer = false
+  client.setRequestHandler(ElicitRequestSchema, async request => {
+    questions.push(request.params.message)
+    return { action: 'accept', content: { confirm: answer } }
+  })
+  await client.callTool({ name: 'calculate', arguments: { a: 1, b: 1, op: 'add' } })
+  const kept = await client.callTool({ name: 'clear_history', arguments: {} })
+  t.same(kept.structuredContent, { cleared: 0, confirmed: false })
+  t.same(questions, ['Delete all 1 entries of the calculation history?'])
+  answer = true
+  const cleared = await client.callTool({ name: 'clear_history', arguments: {} })
+  t.same(cleared.structuredContent, { cleared: 1, confirmed: true })
 })

@@ -184,14 +184,17 @@ export function registerCalculator (registry: FeatureRegistry, options: { sample
   registry.addTool({
     name: 'clear_history',
     title: 'Clear history',
-    description: 'Deletes every entry of this session\'s calculation history. Per-operation statistics are kept.',
+    description: 'Deletes every entry of this session\'s calculation history, after asking for confirmation when the client supports elicitation. Per-operation statistics are kept.',
     inputSchema: Type.Object({}),
-    outputSchema: Type.Object({ cleared: Type.Integer() }),
+    outputSchema: Type.Object({ cleared: Type.Integer(), confirmed: Type.Optional(Type.Boolean()) }),
     annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
     async run (_args: Record<string, never>, context: ToolCallContext) {
+      const size = (await context.store.history(context.sessionId)).length
+      const confirmed = await context.confirm(`Delete all ${size} entries of the calculation history?`)
+      if (confirmed === false) return toolResult({ cleared: 0, confirmed }, 'History kept: clearing was not confirmed')
       const cleared = await context.store.clearHistory(context.sessionId)
       await Promise.all([context.resourceUpdated(HISTORY_URI), context.log('notice', { event: 'history cleared', cleared })])
-      return toolResult({ cleared }, `Cleared ${cleared} entries`)
+      return toolResult({ cleared, ...(confirmed !== undefined && { confirmed }) }, `Cleared ${cleared} entries`)
     }
   })
 

@@ -22,6 +22,11 @@ export interface ToolCallContext extends SessionContext {
   /** Sends `notifications/progress` on this request's stream; does nothing when the client sent no progressToken. */
   progress (progress: number, total?: number, message?: string): Promise<void>
   readonly signal: AbortSignal
+  /**
+   * Asks the person behind the client to confirm (elicitation). Resolves true or false with their
+   * answer, or undefined when the client cannot be asked.
+   */
+  confirm (message: string): Promise<boolean | undefined>
 }
 
 export interface ToolDefinition<Args = any> {

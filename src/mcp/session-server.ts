@@ -1,7 +1,7 @@
 import { Server } from '@modelcontextprotocol/sdk/server/index.js'
 import type { jsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/types.js'
 import {
-  CallToolRequestSchema, CompleteRequestSchema, ErrorCode, GetPromptRequestSchema, ListPromptsRequestSchema,
+  CallToolRequestSchema, CompleteRequestSchema, ElicitResultSchema, ErrorCode, GetPromptRequestSchema, ListPromptsRequestSchema,
   ListResourceTemplatesRequestSchema, ListResourcesRequestSchema, ListToolsRequestSchema, McpError,
   ReadResourceRequestSchema, SetLevelRequestSchema, SubscribeRequestSchema, UnsubscribeRequestSchema,
   type CallToolResult
@@ -13,6 +13,11 @@ import { type FeatureRegistry, type SessionContext, ToolInputError, toolError } 
 /** JSON-RPC code for an unknown resource in the 2025-11-25 revision. */
 export const RESOURCE_NOT_FOUND = -32002
 const MAX_COMPLETIONS = 100
+const CONFIRM_SCHEMA = {
+  type: 'object' as const,
+  properties: { confirm: { type: 'boolean' as const, title: 'Confirm', description: 'true to go ahead' } },
+  required: ['confirm']
+}
 
 const SEVERITY: Record<LogLevel, number> = {
   debug: 0, info: 1, notice: 2, warning: 3, error: 4, critical: 5, alert: 6, emergency: 7
@@ -109,6 +114,11 @@ export function createSessionServer (services: SessionServices, state: SessionSt
         sessionId: state.record.id,
         record: state.record,
         signal: extra.signal,
+        confirm: async message => {
+          if (server.getClientCapabilities()?.elicitation === undefined) return undefined
+          const answer = await extra.sendRequest({ method: 'elicitation/create', params: { message, requestedSchema: CONFIRM_SCHEMA } }, ElicitResultSchema)
+          return answer.action === 'accept' && answer.content?.confirm === true
+        },
         progress: async (progress, total, message) => {
           if (progressToken === undefined) return
           await extra.sendNotification({ method: 'notifications/progress', params: { progressToken, progress, total, message } })

@@ -72,3 +72,11 @@ async function ping (port: number): Promise<boolean> {
     socket.once('data', data => { socket.destroy(); resolve(data.toString().startsWith('+PONG')) })
   })
 }
+
+/** `redis-cli` against a port, for tests that arrange a cluster. */
+export async function redisCli (args: string[]): Promise<string> {
+  const { execFile } = await import('node:child_process')
+  return new Promise((resolve, reject) => {
+    execFile('redis-cli', args, (error, stdout, stderr) => error === null ? resolve(stdout) : reject(new Error(`${error.message}\n${stderr}`)))
+  })
+}

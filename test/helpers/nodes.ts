@@ -1,0 +1,88 @@
+import { type ChildProcess, spawn } from 'node:child_process'
+import { mkdtemp, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { freePort, stop, waitUntil } from './processes.js'
+
+/** The repository root, from dist/test/helpers. */
+export const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
+
+export interface ServerNode {
+  id: string
+  port: number
+  url: string
+  mcpUrl: URL
+  process: ChildProcess
+  /** Collected stderr and stdout, for failure messages. */
+  output: string[]
+  kill (signal?: NodeJS.Signals): Promise<void>
+  start (): Promise<void>
+}
+
+/**
+ * A server process started the way `npm start` starts it (fastify start on the compiled app),
+ * with its own NODE_ID and port.
+ */
+export async function startNode (id: string, env: Record<string, string>): Promise<ServerNode> {
+  const port = await freePort()
+  const node: ServerNode = {
+    id,
+    port,
+    url: `http://127.0.0.1:${port}`,
+    mcpUrl: new URL(`http://127.0.0.1:${port}/mcp`),
+    process: undefined as unknown as ChildProcess,
+    output: [],
+    kill: signal => stop(node.process, signal),
+    async start () {
+      node.process = spawn(process.execPath, [
+        join(ROOT, 'node_modules/fastify-cli/cli.js'), 'start', '-o', '-l', process.env.TEST_LOG_LEVEL ?? 'warn',
+        '-a', '127.0.0.1', '-p', String(port), join(ROOT, 'dist/src/app.js')
+      ], { env: { ...process.env, NODE_ID: id, RATE_LIMIT_MAX: '1000000', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+      const keep = (chunk: Buffer) => { node.output.push(chunk.toString()); if (node.output.length > 200) node.output.shift() }
+      node.process.stdout!.on('data', keep)
+      node.process.stderr!.on('data', keep)
+      await waitUntil(`node ${id} on ${port}`, async () => (await fetch(`${node.url}/health/live`)).ok, 20_000)
+    }
+  }
+  await node.start()
+  return node
+}
+
+export interface LoadBalancer {
+  port: number
+  url: string
+  mcpUrl: URL
+  stop (): Promise<void>
+}
+
+/**
+ * nginx running docker/nginx/mcp.conf, the deployment's own load balancer configuration, with
+ * the given nodes as its round-robin upstreams.
+ */
+export async function startNginx (ports: number[]): Promise<LoadBalancer> {
+  const dir = await mkdtemp(join(tmpdir(), 'mcp-nginx-'))
+  const port = await freePort()
+  await writeFile(join(dir, 'mcp-upstreams.conf'), ports.map(p => `server 127.0.0.1:${p} max_fails=1 fail_timeout=2s;\n`).join(''))
+  await writeFile(join(dir, 'mcp-listen.conf'), `listen 127.0.0.1:${port};\n`)
+  await writeFile(join(dir, 'nginx.conf'), `
+daemon off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body;
+  proxy_temp_path ${dir}/proxy;
+  fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi;
+  scgi_temp_path ${dir}/scgi;
+  include ${join(ROOT, 'docker/nginx/mcp.conf')};
+}
+`)
+  const child = spawn('nginx', ['-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: 'ignore' })
+  const url = `http://127.0.0.1:${port}`
+  await waitUntil(`nginx on ${port}`, async () => (await fetch(`${url}/health/live`)).ok)
+  return { port, url, mcpUrl: new URL(`${url}/mcp`), stop: () => stop(child, 'SIGQUIT') }
+}
