@@ -56,13 +56,7 @@ export default fp(async function mcpTransport (fastify) {
     store,
     serverInfo: { name: 'calculator-mcp-server', version: VERSION },
     validator: new AjvJsonSchemaValidator(),
-    observer: {
-      toolCalled: (tool, outcome, seconds) => {
-        metrics.toolCalls.inc({ tool, outcome })
-        metrics.toolDuration.observe({ tool }, seconds)
-      },
-      calculated: operation => metrics.calculations.inc({ operation })
-    },
+    observer: metrics.observer,
     logError: (err, message) => fastify.log.error({ err }, message)
   }, {
     store,
@@ -70,6 +64,7 @@ export default fp(async function mcpTransport (fastify) {
     nodeId: config.NODE_ID,
     retryMs: config.SSE_RETRY_MS,
     keepAliveMs: config.KEEPALIVE_MS,
+    observer: metrics.observer,
     onError: (err, message) => fastify.log.warn({ err }, message)
   }, {
     max: config.SESSION_CACHE_MAX,
@@ -146,6 +141,8 @@ export default fp(async function mcpTransport (fastify) {
   fastify.decorate('mcp', endpoint)
   fastify.decorate('sessionCache', cache)
   fastify.addHook('onRequest', async (_request, reply) => { reply.header('x-served-by', config.NODE_ID) })
-  // Streams end before the server stops listening, so clients reconnect elsewhere and close() does not wait on them.
-  fastify.addHook('preClose', async () => cache.close())
+  // GET streams end as shutdown begins, so clients resume them elsewhere and close() does not wait
+  // on them; requests in flight finish; live sessions close only after the server has stopped.
+  fastify.addHook('preClose', async () => cache.endStreams())
+  fastify.addHook('onClose', async () => cache.close())
 }, { name: 'mcp-transport', dependencies: ['config', 'session-store', 'metrics', 'calculator'] })

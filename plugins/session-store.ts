@@ -19,7 +19,7 @@ declare module 'fastify' {
  */
 export default fp(async function sessionStore (fastify) {
   const { config } = fastify
-  const options = { ttlSeconds: config.SESSION_TTL_SECONDS, historyLimit: config.HISTORY_LIMIT, eventLimit: config.EVENTS_PER_SESSION }
+  const options = { ttlSeconds: config.SESSION_TTL_SECONDS, historyLimit: config.HISTORY_LIMIT, eventLimit: config.EVENTS_PER_SESSION, observer: fastify.mcpMetrics.observer }
   let store: SessionStore
   let bus: MessageBus
   if (config.USE_REDIS) {
@@ -38,4 +38,4 @@ export default fp(async function sessionStore (fastify) {
     await bus.close()
     await store.close()
   })
-}, { name: 'session-store', dependencies: ['config', 'redis'] })
+}, { name: 'session-store', dependencies: ['config', 'redis', 'metrics'] })

@@ -45,5 +45,6 @@ export default async function healthRoutes (fastify: FastifyInstance) {
     return { status: 'ok' as const, ...about(), storage: 'up' as const, sessions, cachedSessions: cache.size, uptimeSeconds: Math.round(process.uptime()) }
   })
 
-  fastify.get('/health/live', async () => ({ status: 'ok', nodeId: config.NODE_ID }))
+  // Liveness must answer even while load is shed.
+  fastify.get('/health/live', { config: { pressureHandler: () => undefined } }, async () => ({ status: 'ok', nodeId: config.NODE_ID }))
 }

@@ -1,6 +1,8 @@
 import type { FastifyInstance, FastifyServerOptions } from 'fastify'
 import config, { type ConfigPluginOptions } from '../plugins/config.js'
 import errorBoundary from '../plugins/error-boundary.js'
+import requestLog from '../plugins/request-log.js'
+import loadShedding from '../plugins/load-shedding.js'
 import cors from '../plugins/cors.js'
 import redis from '../plugins/redis.js'
 import sessionStore from '../plugins/session-store.js'
@@ -21,10 +23,12 @@ export type AppOptions = ConfigPluginOptions
 export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(config, opts)
   await fastify.register(errorBoundary)
+  await fastify.register(requestLog)
+  await fastify.register(loadShedding)
   await fastify.register(cors)
+  await fastify.register(metrics)
   await fastify.register(redis)
   await fastify.register(sessionStore)
-  await fastify.register(metrics)
   await fastify.register(rateLimit)
   await fastify.register(calculator)
   await fastify.register(mcpTransport)
@@ -33,8 +37,15 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(metricsRoutes)
 }
 
-/** Server options for `fastify start -o`: the app is registered without encapsulation, and secrets never reach the log. */
+/**
+ * Server options for `fastify start -o`. The app is registered without encapsulation; secrets never
+ * reach the log; requests are logged once, by the request-log plugin; and during shutdown, requests
+ * that still arrive on open connections are served (with `Connection: close`) rather than refused,
+ * so a rolling restart fails none.
+ */
 export const options: FastifyServerOptions & { skipOverride: boolean } = {
   skipOverride: true,
-  logger: { redact: ['req.headers.authorization', 'req.headers.cookie', 'res.headers["set-cookie"]'] }
+  logger: { redact: ['req.headers.authorization', 'req.headers.cookie', 'res.headers["set-cookie"]'] },
+  disableRequestLogging: true,
+  return503OnClosing: false
 }

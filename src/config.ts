@@ -27,6 +27,7 @@ export const ConfigSchema = Type.Object({
   RATE_LIMIT_MAX: Integer({ default: 1000, minimum: 1, maximum: 100_000_000, description: 'requests per window per session or address' }),
   RATE_LIMIT_WINDOW_MS: Integer({ default: 60_000, minimum: 100, maximum: 86_400_000, description: 'rate limit window in milliseconds' }),
   BODY_LIMIT_BYTES: Integer({ default: 1_048_576, minimum: 1024, maximum: 104_857_600, description: 'largest accepted request body in bytes' }),
+  MAX_EVENT_LOOP_DELAY_MS: Integer({ default: 1000, minimum: 0, maximum: 60_000, description: 'event-loop delay in milliseconds above which requests are shed with 503; 0 turns shedding off' }),
   KEEPALIVE_MS: Integer({ default: 15_000, minimum: 1000, maximum: 600_000, description: 'milliseconds between SSE keepalive comments' }),
   SAMPLE_TOOL_NAME: Type.String({ default: '', pattern: '^([A-Za-z0-9_.-]{1,64})?$', description: 'name of an extra echo tool, 1-64 of A-Z a-z 0-9 _ . -' }),
   NODE_ID: Type.String({ default: '', pattern: '^[\\x21-\\x7E]{0,64}$', description: 'name of this node in X-Served-By and logs; defaults to hostname-pid' })

@@ -90,6 +90,10 @@ export class StorageUnavailableError extends McpHttpError {
   }
 }
 
+export class OverloadedError extends McpHttpError {
+  constructor () { super('Service Unavailable: the server is overloaded, retry shortly', 503, RpcCode.ServerError, { 'retry-after': '1' }) }
+}
+
 export class InternalServerError extends McpHttpError {
   constructor () { super('Internal server error', 500, RpcCode.InternalError) }
 }

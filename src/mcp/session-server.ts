@@ -7,6 +7,7 @@ import {
   type CallToolResult
 } from '@modelcontextprotocol/sdk/types.js'
 import { CalculationError } from '../errors.js'
+import type { ServerObserver, ToolOutcome } from '../observer.js'
 import type { LogLevel, SessionRecord, SessionStore } from '../stores/session-store.js'
 import { type FeatureRegistry, type SessionContext, ToolInputError, toolError } from './features.js'
 
@@ -23,14 +24,6 @@ const SEVERITY: Record<LogLevel, number> = {
   debug: 0, info: 1, notice: 2, warning: 3, error: 4, critical: 5, alert: 6, emergency: 7
 }
 
-export type ToolOutcome = 'success' | 'error' | 'invalid_arguments' | 'internal_error'
-
-/** What the serving layer wants to hear of; every callback is optional. */
-export interface SessionObserver {
-  toolCalled? (tool: string, outcome: ToolOutcome, seconds: number): void
-  calculated? (operation: string): void
-}
-
 /** Built once per process and shared by every session. */
 export interface SessionServices {
   features: FeatureRegistry
@@ -38,7 +31,7 @@ export interface SessionServices {
   serverInfo: { name: string, version: string }
   /** One JSON Schema validator for every session: the SDK would otherwise build one per server. */
   validator: jsonSchemaValidator
-  observer: SessionObserver
+  observer: ServerObserver
   logError (error: unknown, message: string): void
 }
 

@@ -23,12 +23,14 @@ export class MemorySessionStore implements SessionStore {
   readonly #ttlMs: number
   readonly #historyLimit: number
   readonly #eventLimit: number
+  readonly #options: SessionStoreOptions
   readonly #sweeper: NodeJS.Timeout
 
   constructor (options: SessionStoreOptions) {
     this.#ttlMs = options.ttlSeconds * 1000
     this.#historyLimit = options.historyLimit
     this.#eventLimit = options.eventLimit ?? DEFAULT_EVENT_LIMIT
+    this.#options = options
     this.#sweeper = setInterval(() => this.#sweep(), Math.min(this.#ttlMs, 60_000))
     this.#sweeper.unref()
   }
@@ -135,6 +137,7 @@ export class MemorySessionStore implements SessionStore {
     if (slot === undefined) return undefined
     if (Date.now() - slot.record.lastActivityAt >= this.#ttlMs) {
       this.#slots.delete(id)
+      this.#options.observer?.sessionsExpired?.(1)
       return undefined
     }
     return slot
@@ -142,8 +145,10 @@ export class MemorySessionStore implements SessionStore {
 
   #sweep (): void {
     const oldest = Date.now() - this.#ttlMs
+    let expired = 0
     for (const [id, slot] of this.#slots) {
-      if (slot.record.lastActivityAt <= oldest) this.#slots.delete(id)
+      if (slot.record.lastActivityAt <= oldest && this.#slots.delete(id)) expired++
     }
+    if (expired > 0) this.#options.observer?.sessionsExpired?.(expired)
   }
 }

@@ -1,6 +1,7 @@
 import type { Cluster, Redis } from 'ioredis'
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js'
 import { StorageUnavailableError } from '../errors.js'
+import type { ServerObserver } from '../observer.js'
 import {
   DEFAULT_EVENT_LIMIT, streamOfEventId,
   type HistoryEntry, type LogLevel, type NewHistoryEntry, type SessionRecord, type SessionStore, type SessionStoreOptions, type StoredEvent
@@ -137,6 +138,7 @@ export class RedisSessionStore implements SessionStore {
   readonly #ttlMs: number
   readonly #historyLimit: number
   readonly #eventLimit: number
+  readonly #observer?: ServerObserver
 
   /** The client is borrowed: closing the store leaves it open for its owner to close. */
   constructor (redis: Redis | Cluster, options: SessionStoreOptions) {
@@ -147,6 +149,7 @@ export class RedisSessionStore implements SessionStore {
     this.#ttlMs = options.ttlSeconds * 1000
     this.#historyLimit = options.historyLimit
     this.#eventLimit = options.eventLimit ?? DEFAULT_EVENT_LIMIT
+    this.#observer = options.observer
   }
 
   async create (record: SessionRecord): Promise<void> {
@@ -161,7 +164,7 @@ export class RedisSessionStore implements SessionStore {
       'calculationCount', record.calculationCount,
       ...(record.logLevel === undefined ? [] : ['logLevel', record.logLevel])
     ]
-    await this.#run(async () => {
+    await this.#run('create', async () => {
       await this.#redis.mcpCreate(...keys(record.id), this.#ttlMs, ...fields)
       await this.#redis.zadd(SESSIONS, record.lastActivityAt, record.id)
     })
@@ -169,7 +172,7 @@ export class RedisSessionStore implements SessionStore {
 
   async touch (id: string): Promise<SessionRecord | undefined> {
     const now = Date.now()
-    const fields = await this.#run(() => this.#redis.mcpTouch(...keys(id), now, this.#ttlMs)) as string[] | null
+    const fields = await this.#run('touch', () => this.#redis.mcpTouch(...keys(id), now, this.#ttlMs)) as string[] | null
     if (fields === null) return undefined
     // Only for counting: not awaited, so the request waits on one round trip.
     this.#redis.zadd(SESSIONS, now, id).catch(() => {})
@@ -177,13 +180,13 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async get (id: string): Promise<SessionRecord | undefined> {
-    const hash = await this.#run(() => this.#redis.hgetall(keys(id)[0]))
+    const hash = await this.#run('get', () => this.#redis.hgetall(keys(id)[0]))
     if (hash.id === undefined) return undefined
     return toRecord(Object.entries(hash).flat())
   }
 
   async delete (id: string): Promise<boolean> {
-    return this.#run(async () => {
+    return this.#run('delete', async () => {
       const [removed] = await Promise.all([
         this.#redis.unlink(...keys(id)),
         this.#redis.zrem(SESSIONS, id)
@@ -193,45 +196,45 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async setLogLevel (id: string, level: LogLevel): Promise<void> {
-    await this.#run(() => this.#redis.mcpSetField(keys(id)[0], 'logLevel', level))
+    await this.#run('setLogLevel', () => this.#redis.mcpSetField(keys(id)[0], 'logLevel', level))
   }
 
   async setSubscription (id: string, uri: string, subscribed: boolean): Promise<void> {
-    await this.#run(() => this.#redis.mcpSubscribe(keys(id)[0], uri, subscribed ? '1' : '0'))
+    await this.#run('setSubscription', () => this.#redis.mcpSubscribe(keys(id)[0], uri, subscribed ? '1' : '0'))
   }
 
   async appendHistory (id: string, entry: NewHistoryEntry): Promise<HistoryEntry> {
     const timestamp = new Date().toISOString()
     const json = JSON.stringify({ ...entry, timestamp })
     const [s, h, st] = keys(id)
-    const calculationId = await this.#run(() => this.#redis.mcpAppendHistory(s, h, st, json.slice(1), this.#historyLimit, entry.operation, this.#ttlMs))
+    const calculationId = await this.#run('appendHistory', () => this.#redis.mcpAppendHistory(s, h, st, json.slice(1), this.#historyLimit, entry.operation, this.#ttlMs))
     return { id: calculationId === null ? '' : String(calculationId), ...entry, timestamp }
   }
 
   async history (id: string, limit?: number): Promise<HistoryEntry[]> {
-    const entries = await this.#run(() => this.#redis.lrange(keys(id)[1], limit === undefined ? 0 : -limit, -1))
+    const entries = await this.#run('history', () => this.#redis.lrange(keys(id)[1], limit === undefined ? 0 : -limit, -1))
     return entries.map(e => JSON.parse(e))
   }
 
   async findCalculation (id: string, calculationId: string): Promise<HistoryEntry | undefined> {
     if (!/^\d{1,15}$/.test(calculationId)) return undefined
-    const entry = await this.#run(() => this.#redis.mcpFindCalculation(keys(id)[1], calculationId)) as string | null
+    const entry = await this.#run('findCalculation', () => this.#redis.mcpFindCalculation(keys(id)[1], calculationId)) as string | null
     return entry === null ? undefined : JSON.parse(entry)
   }
 
   async clearHistory (id: string): Promise<number> {
     const [s, h] = keys(id)
-    return Number(await this.#run(() => this.#redis.mcpClearHistory(s, h)))
+    return Number(await this.#run('clearHistory', () => this.#redis.mcpClearHistory(s, h)))
   }
 
   async stats (id: string): Promise<Record<string, number>> {
-    const hash = await this.#run(() => this.#redis.hgetall(keys(id)[2]))
+    const hash = await this.#run('stats', () => this.#redis.hgetall(keys(id)[2]))
     return Object.fromEntries(Object.entries(hash).map(([op, n]) => [op, Number(n)]))
   }
 
   async appendEvent (id: string, streamId: string, message: JSONRPCMessage | null): Promise<string | undefined> {
     const [s, , , e] = keys(id)
-    const entryId = await this.#run(() => this.#redis.mcpAppendEvent(s, e, streamId, message === null ? '' : JSON.stringify(message), this.#eventLimit, this.#ttlMs)) as string | null
+    const entryId = await this.#run('appendEvent', () => this.#redis.mcpAppendEvent(s, e, streamId, message === null ? '' : JSON.stringify(message), this.#eventLimit, this.#ttlMs)) as string | null
     return entryId === null ? undefined : `${streamId}.${entryId}`
   }
 
@@ -239,7 +242,7 @@ export class RedisSessionStore implements SessionStore {
     const streamId = streamOfEventId(lastEventId)
     const after = lastEventId.slice(lastEventId.lastIndexOf('.') + 1)
     if (streamId === undefined || !STREAM_ENTRY_ID.test(after)) return undefined
-    const entries = await this.#run(() => this.#redis.xrange(keys(id)[3], `(${after}`, '+'))
+    const entries = await this.#run('eventsAfter', () => this.#redis.xrange(keys(id)[3], `(${after}`, '+'))
     const events: StoredEvent[] = []
     for (const [entryId, fields] of entries) {
       // fields is [s, streamId, m, message]
@@ -249,22 +252,24 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async count (): Promise<number> {
-    return this.#run(async () => {
-      await this.#redis.zremrangebyscore(SESSIONS, '-inf', Date.now() - this.#ttlMs)
+    return this.#run('count', async () => {
+      const expired = await this.#redis.zremrangebyscore(SESSIONS, '-inf', Date.now() - this.#ttlMs)
+      if (expired > 0) this.#observer?.sessionsExpired?.(expired)
       return this.#redis.zcard(SESSIONS)
     })
   }
 
   async ping (): Promise<void> {
-    await this.#run(() => this.#redis.ping())
+    await this.#run('ping', () => this.#redis.ping())
   }
 
   async close (): Promise<void> {}
 
-  async #run<T> (operation: () => Promise<T>): Promise<T> {
+  async #run<T> (name: string, operation: () => Promise<T>): Promise<T> {
     try {
       return await operation()
     } catch (error) {
+      this.#observer?.storageError?.(name)
       throw new StorageUnavailableError(error)
     }
   }

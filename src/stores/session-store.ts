@@ -1,4 +1,5 @@
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js'
+import type { ServerObserver } from '../observer.js'
 
 /** What a client sent in `initialize`, kept so that any node can rebuild the session the same way. */
 export interface InitializeParams {
@@ -99,6 +100,7 @@ export interface SessionStoreOptions {
   historyLimit: number
   /** SSE events kept per session for resumption; the oldest are dropped. */
   eventLimit?: number
+  observer?: ServerObserver
 }
 
 export const DEFAULT_EVENT_LIMIT = 1000

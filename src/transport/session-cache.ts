@@ -128,7 +128,15 @@ export class SessionCache {
 
   /** A message from another node reaches the session if it is live here; otherwise nobody here waits for it. */
   #deliver (message: BusMessage): void {
-    this.#live.peek(message.sessionId)?.transport.receive(message)
+    const live = this.#live.peek(message.sessionId)
+    if (live === undefined) return
+    this.#transportServices.observer?.busMessage?.('received', message.kind)
+    live.transport.receive(message)
+  }
+
+  /** Ends every GET stream on this node, telling clients to reconnect (to another node) shortly. */
+  endStreams (): void {
+    for (const live of this.#live.values()) live.transport.endStandaloneStream()
   }
 
   async #rebuild (record: SessionRecord): Promise<LiveSession> {

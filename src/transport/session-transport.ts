@@ -4,6 +4,7 @@ import type { Transport, TransportSendOptions } from '@modelcontextprotocol/sdk/
 import { ErrorCode, type JSONRPCMessage, type JSONRPCRequest, type MessageExtraInfo, type RequestId } from '@modelcontextprotocol/sdk/types.js'
 import { ConflictError, InvalidRequestError } from '../errors.js'
 import { type SessionStore, streamOfEventId } from '../stores/session-store.js'
+import type { ServerObserver } from '../observer.js'
 import type { BusMessage, MessageBus } from './bus.js'
 import { SseStream } from './sse.js'
 
@@ -32,6 +33,7 @@ export interface TransportServices {
   /** Reconnection delay sent with priming events and when the server ends a stream. */
   retryMs: number
   keepAliveMs: number
+  observer?: ServerObserver
   onError (error: unknown, message: string): void
 }
 
@@ -130,6 +132,11 @@ export class SessionTransport implements Transport {
     this.onclose?.()
   }
 
+  /** Ends the session's GET stream here with a reconnection delay; the client resumes it on any node. */
+  endStandaloneStream (): void {
+    this.#streams.get(STANDALONE_STREAM)?.end(this.#services.retryMs)
+  }
+
   /** True while this node holds the session's GET stream. */
   get hasStandaloneStream (): boolean {
     return this.#streams.get(STANDALONE_STREAM)?.open === true
@@ -185,9 +192,10 @@ export class SessionTransport implements Transport {
     stream.hold()
     this.#register(stream)
     if (streamId === STANDALONE_STREAM) {
-      this.#services.bus.publish({ kind: 'claim', sessionId: this.sessionId, streamId, node: this.#services.nodeId }).catch(() => {})
+      this.#publish({ kind: 'claim', sessionId: this.sessionId, streamId, node: this.#services.nodeId }).catch(() => {})
     }
     const events = resumed === undefined ? [] : (await this.#services.store.eventsAfter(this.sessionId, lastEventId!))?.events ?? []
+    if (events.length > 0) this.#services.observer?.eventsReplayed?.(events.length)
     stream.release(events)
     if (resumed === undefined) await this.#emit(streamId, null)
     if (streamId !== STANDALONE_STREAM && events.some(e => e.message !== null && isResponse(e.message))) stream.end()
@@ -214,7 +222,7 @@ export class SessionTransport implements Transport {
   #clientResponse (message: JSONRPCMessage & { id: RequestId }): void {
     const original = this.#awaiting.get(String(message.id))
     if (original === undefined) {
-      this.#services.bus.publish({ kind: 'response', sessionId: this.sessionId, message }).catch(error => this.#services.onError(error, 'could not pass a client response on'))
+      this.#publish({ kind: 'response', sessionId: this.sessionId, message }).catch(error => this.#services.onError(error, 'could not pass a client response on'))
       return
     }
     this.#awaiting.delete(String(message.id))
@@ -259,21 +267,32 @@ export class SessionTransport implements Transport {
    * after another, so a session's events keep their order.
    */
   #emit (streamId: string, message: JSONRPCMessage | null): Promise<void> {
-    const { store, bus, retryMs, onError } = this.#services
+    const { store, retryMs, onError, observer } = this.#services
     this.#chain = this.#chain.then(async () => {
       const priming = message === null
       if (priming && this.#protocolVersion() < PRIMING_SINCE) return
       const eventId = await store.appendEvent(this.sessionId, streamId, message).catch(error => { onError(error, 'could not store an SSE event'); return undefined })
+      if (eventId !== undefined) observer?.eventStored?.()
       const stream = this.#streams.get(streamId)
       if (stream?.open === true) stream.send(message, eventId, priming ? retryMs : undefined)
-      else if (!priming && eventId !== undefined) await bus.publish({ kind: 'event', sessionId: this.sessionId, streamId, eventId, message })
+      else if (!priming && eventId !== undefined) await this.#publish({ kind: 'event', sessionId: this.sessionId, streamId, eventId, message })
     }).catch(error => onError(error, 'could not deliver an SSE event'))
     return this.#chain
   }
 
   #register (stream: SseStream): void {
+    const { observer } = this.#services
     this.#streams.set(stream.streamId, stream)
-    stream.onClose = () => { if (this.#streams.get(stream.streamId) === stream) this.#streams.delete(stream.streamId) }
+    observer?.streamOpened?.()
+    stream.onClose = () => {
+      observer?.streamClosed?.()
+      if (this.#streams.get(stream.streamId) === stream) this.#streams.delete(stream.streamId)
+    }
+  }
+
+  #publish (message: BusMessage): Promise<void> {
+    this.#services.observer?.busMessage?.('published', message.kind)
+    return this.#services.bus.publish(message)
   }
 
   /** A cancelled request gets no response from the SDK; its POST must still end. */
