@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv'
 import type { JSONRPCRequest } from '@modelcontextprotocol/sdk/types.js'
-import { ForbiddenOriginError, InvalidRequestError, MissingSessionIdError, SessionNotFoundError } from '../src/errors.js'
+import { ForbiddenOriginError, InvalidRequestError, MissingSessionIdError, SessionNotFoundError, ShuttingDownError } from '../src/errors.js'
 import { originMatcher } from '../src/origins.js'
 import { SessionCache, type LiveSession } from '../src/transport/session-cache.js'
 import { checkProtocolVersion, readMessages, requireAccept } from '../src/transport/http-rules.js'
@@ -73,6 +73,7 @@ export default fp(async function mcpTransport (fastify) {
   })
   metrics.cachedSessions = () => cache.size
   const originAllowed = originMatcher(config.ALLOWED_ORIGINS)
+  let shuttingDown = false
 
   async function liveSession (request: FastifyRequest): Promise<LiveSession> {
     const id = sessionIdOf(request)
@@ -114,6 +115,8 @@ export default fp(async function mcpTransport (fastify) {
     },
 
     async get (request, reply) {
+      // A stream opened now would hold the shutdown up; the client reconnects to another node.
+      if (shuttingDown) throw new ShuttingDownError()
       requireAccept(request.headers.accept, GET_ACCEPT)
       checkProtocolVersion(request.headers['mcp-protocol-version'])
       const live = await liveSession(request)
@@ -143,6 +146,18 @@ export default fp(async function mcpTransport (fastify) {
   fastify.addHook('onRequest', async (_request, reply) => { reply.header('x-served-by', config.NODE_ID) })
   // GET streams end as shutdown begins, so clients resume them elsewhere and close() does not wait
   // on them; requests in flight finish; live sessions close only after the server has stopped.
-  fastify.addHook('preClose', async () => cache.endStreams())
-  fastify.addHook('onClose', async () => cache.close())
+  // Node closes the connections that are idle when the server stops listening; a keep-alive
+  // connection whose response ends later would hold the shutdown up until its timeout.
+  let reaper: NodeJS.Timeout | undefined
+  fastify.addHook('preClose', async () => {
+    shuttingDown = true
+    cache.endStreams()
+    reaper = setInterval(() => fastify.server.closeIdleConnections(), 50)
+    fastify.log.info('shutting down: GET streams ended, finishing requests in flight')
+  })
+  fastify.addHook('onClose', async () => {
+    clearInterval(reaper)
+    cache.close()
+    fastify.log.info('shut down: requests finished, live sessions closed (sessions stay in the store)')
+  })
 }, { name: 'mcp-transport', dependencies: ['config', 'session-store', 'metrics', 'calculator'] })

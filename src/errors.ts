@@ -94,6 +94,10 @@ export class OverloadedError extends McpHttpError {
   constructor () { super('Service Unavailable: the server is overloaded, retry shortly', 503, RpcCode.ServerError, { 'retry-after': '1' }) }
 }
 
+export class ShuttingDownError extends McpHttpError {
+  constructor () { super('Service Unavailable: this node is shutting down, retry on another', 503, RpcCode.ServerError, { 'retry-after': '1' }) }
+}
+
 export class InternalServerError extends McpHttpError {
   constructor () { super('Internal server error', 500, RpcCode.InternalError) }
 }
