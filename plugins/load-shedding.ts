@@ -12,6 +12,7 @@ export default fp(async function loadShedding (fastify) {
   if (MAX_EVENT_LOOP_DELAY_MS === 0) return
   await fastify.register(underPressure, {
     maxEventLoopDelay: MAX_EVENT_LOOP_DELAY_MS,
+    sampleInterval: 250,
     pressureHandler: async () => { throw new OverloadedError() }
   })
 }, { name: 'load-shedding', dependencies: ['config'] })

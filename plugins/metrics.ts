@@ -42,6 +42,12 @@ export default fp(async function metrics (fastify) {
     }
   })
 
+  // prom-client names three gauges like counters (_total); the same counts remain, per type, in
+  // nodejs_active_handles, nodejs_active_requests and nodejs_active_resources.
+  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
+    registry.removeSingleMetric(name)
+  }
+
   const registers = [registry]
   const counter = <L extends string = never>(name: string, help: string, labelNames: readonly L[] = []) =>
     new client.Counter<L>({ name, help, labelNames, registers })

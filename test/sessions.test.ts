@@ -132,3 +132,16 @@ test('/health and /metrics report sessions', async t => {
   const post = await fetch(server.mcpUrl, { method: 'POST', headers: { ...MCP_HEADERS, origin: 'http://localhost:6274', 'mcp-session-id': 'x' }, body: '{"jsonrpc":"2.0","id":1,"method":"ping"}' })
   t.match(post.headers.get('access-control-expose-headers'), /mcp-session-id/)
 })
+
+test('a session evicted while answering a request still answers it', async t => {
+  const server = await startServer({ SESSION_CACHE_MAX: '1' })
+  t.teardown(() => server.close())
+  const first = await connect(server.mcpUrl)
+  t.teardown(() => first.client.close())
+  const slow = first.client.callTool({ name: 'demo_progress', arguments: { steps: 6 } })
+  await sleep(50)
+  const second = await connect(server.mcpUrl)
+  t.teardown(() => second.client.close())
+  t.equal(server.app.sessionCache.size, 1)
+  t.same((await slow).structuredContent, { steps: 6, completed: 6 })
+})

@@ -47,7 +47,8 @@ export class SessionCache {
       max: options.max,
       ttl: options.idleMs,
       updateAgeOnGet: true,
-      dispose: live => { live.server.close().catch(() => {}) }
+      // A session dropped here may still be answering requests: it closes once they are done.
+      dispose: live => { live.transport.retire().then(() => live.server.close()).catch(() => {}) }
     })
     this.#sweeper = setInterval(() => this.#live.purgeStale(), Math.min(options.idleMs, 60_000))
     this.#sweeper.unref()

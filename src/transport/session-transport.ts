@@ -92,6 +92,7 @@ export class SessionTransport implements Transport {
   readonly #requestPrefix = `${randomBytes(6).toString('base64url')}-`
   #chain: Promise<void> = Promise.resolve()
   #closed = false
+  #idle?: () => void
 
   constructor (sessionId: string, services: TransportServices, protocolVersion: () => string) {
     this.sessionId = sessionId
@@ -108,6 +109,7 @@ export class SessionTransport implements Transport {
       if (exchange !== undefined) {
         this.#exchanges.delete(message.id)
         this.#respond(exchange, message.id, asInvalidParams(message))
+        if (this.#exchanges.size === 0) this.#idle?.()
       }
       return
     }
@@ -130,6 +132,16 @@ export class SessionTransport implements Transport {
     for (const stream of this.#streams.values()) stream.end(this.#services.retryMs)
     this.#streams.clear()
     this.onclose?.()
+  }
+
+  /**
+   * Leaves this node: the GET stream ends at once (the client resumes it anywhere), and the
+   * returned promise resolves once every request in flight here has been answered.
+   */
+  retire (): Promise<void> {
+    this.endStandaloneStream()
+    if (this.#exchanges.size === 0) return Promise.resolve()
+    return new Promise(resolve => { this.#idle = resolve })
   }
 
   /** Ends the session's GET stream here with a reconnection delay; the client resumes it on any node. */
@@ -302,5 +314,6 @@ export class SessionTransport implements Transport {
     this.#exchanges.delete(id)
     exchange.pending.delete(id)
     if (exchange.pending.size === 0) this.#finish(exchange)
+    if (this.#exchanges.size === 0) this.#idle?.()
   }
 }

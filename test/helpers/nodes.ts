@@ -61,6 +61,15 @@ export interface LoadBalancer {
  * the given nodes as its round-robin upstreams.
  */
 export async function startNginx (ports: number[]): Promise<LoadBalancer> {
+  const { dir, port } = await writeNginxConfig(ports)
+  const child = spawn('nginx', ['-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: 'ignore' })
+  const url = `http://127.0.0.1:${port}`
+  await waitUntil(`nginx on ${port}`, async () => (await fetch(`${url}/health/live`)).ok)
+  return { port, url, mcpUrl: new URL(`${url}/mcp`), stop: () => stop(child, 'SIGQUIT') }
+}
+
+/** A main nginx.conf in a new folder that includes docker/nginx/mcp.conf with local upstreams. */
+export async function writeNginxConfig (ports: number[]): Promise<{ dir: string, port: number }> {
   const dir = await mkdtemp(join(tmpdir(), 'mcp-nginx-'))
   const port = await freePort()
   await writeFile(join(dir, 'mcp-upstreams.conf'), ports.map(p => `server 127.0.0.1:${p} max_fails=1 fail_timeout=2s;\n`).join(''))
@@ -81,8 +90,5 @@ http {
   include ${join(ROOT, 'docker/nginx/mcp.conf')};
 }
 `)
-  const child = spawn('nginx', ['-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: 'ignore' })
-  const url = `http://127.0.0.1:${port}`
-  await waitUntil(`nginx on ${port}`, async () => (await fetch(`${url}/health/live`)).ok)
-  return { port, url, mcpUrl: new URL(`${url}/mcp`), stop: () => stop(child, 'SIGQUIT') }
+  return { dir, port }
 }

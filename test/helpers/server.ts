@@ -16,9 +16,10 @@ export interface TestServer {
  * Builds the server exactly as `fastify start -o` does (same root plugin, same server options,
  * unencapsulated) and listens on a free loopback port.
  */
-export async function startServer (env: Record<string, string> = {}): Promise<TestServer> {
+export async function startServer (env: Record<string, string> = {}, logStream?: { write (line: string): void }): Promise<TestServer> {
   const { skipOverride, ...serverOptions } = options
-  const fastify = Fastify({ ...serverOptions, logger: { ...(serverOptions.logger as object), level: process.env.TEST_LOG_LEVEL ?? 'silent' } })
+  const level = logStream === undefined ? process.env.TEST_LOG_LEVEL ?? 'silent' : 'info'
+  const fastify = Fastify({ ...serverOptions, logger: { ...(serverOptions.logger as object), level, ...(logStream !== undefined && { stream: logStream }) } })
   await fastify.register(skipOverride ? fp(app) : app, { env: { ...env } })
   const url = await fastify.listen({ port: 0, host: '127.0.0.1' })
   return { app: fastify, url, mcpUrl: new URL('/mcp', url), close: () => fastify.close() }
