@@ -160,4 +160,4 @@ export default fp(async function mcpTransport (fastify) {
     cache.close()
     fastify.log.info('shut down: requests finished, live sessions closed (sessions stay in the store)')
   })
-}, { name: 'mcp-transport', dependencies: ['config', 'session-store', 'metrics', 'calculator'] })
+}, { name: 'mcp-transport', dependencies: ['config', 'session-store', 'metrics', 'calculator', 'conformance-fixtures'] })

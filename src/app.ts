@@ -9,6 +9,7 @@ import sessionStore from '../plugins/session-store.js'
 import metrics from '../plugins/metrics.js'
 import rateLimit from '../plugins/rate-limit.js'
 import calculator from '../plugins/calculator.js'
+import conformanceFixtures from '../plugins/conformance-fixtures.js'
 import mcpTransport from '../plugins/mcp-transport.js'
 import mcpRoutes from '../routes/mcp.js'
 import healthRoutes from '../routes/health.js'
@@ -31,6 +32,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(sessionStore)
   await fastify.register(rateLimit)
   await fastify.register(calculator)
+  await fastify.register(conformanceFixtures)
   await fastify.register(mcpTransport)
   await fastify.register(mcpRoutes)
   await fastify.register(healthRoutes)

@@ -30,6 +30,7 @@ export const ConfigSchema = Type.Object({
   MAX_EVENT_LOOP_DELAY_MS: Integer({ default: 1000, minimum: 0, maximum: 60_000, description: 'event-loop delay in milliseconds above which requests are shed with 503; 0 turns shedding off' }),
   KEEPALIVE_MS: Integer({ default: 15_000, minimum: 1000, maximum: 600_000, description: 'milliseconds between SSE keepalive comments' }),
   SAMPLE_TOOL_NAME: Type.String({ default: '', pattern: '^([A-Za-z0-9_.-]{1,64})?$', description: 'name of an extra echo tool, 1-64 of A-Z a-z 0-9 _ . -' }),
+  CONFORMANCE_FIXTURES: Type.Boolean({ default: false, description: 'true to add the fixtures of the official MCP conformance suite' }),
   NODE_ID: Type.String({ default: '', pattern: '^[\\x21-\\x7E]{0,64}$', description: 'name of this node in X-Served-By and logs; defaults to hostname-pid' })
 })
 

@@ -1,6 +1,6 @@
-import type { TObject } from '@sinclair/typebox'
+import { Kind, type TObject } from '@sinclair/typebox'
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
-import type { CallToolResult, GetPromptResult, ToolAnnotations } from '@modelcontextprotocol/sdk/types.js'
+import type { CallToolResult, ClientCapabilities, GetPromptResult, ServerRequest, ToolAnnotations } from '@modelcontextprotocol/sdk/types.js'
 import { UriTemplate } from '@modelcontextprotocol/sdk/shared/uriTemplate.js'
 import type { LogLevel, SessionRecord, SessionStore } from '../stores/session-store.js'
 
@@ -19,8 +19,19 @@ export interface SessionContext {
 }
 
 export interface ToolCallContext extends SessionContext {
+  /** What the client declared in `initialize`, as the SDK normalised it. */
+  readonly clientCapabilities: ClientCapabilities
   /** Sends `notifications/progress` on this request's stream; does nothing when the client sent no progressToken. */
   progress (progress: number, total?: number, message?: string): Promise<void>
+  /** Sends `notifications/message` on this request's stream when `level` is at or above the session's log level (or none is set). */
+  logToRequest (level: LogLevel, data: unknown): Promise<void>
+  /** Sends the client a request on this request's stream (sampling, elicitation) and resolves with its checked result. */
+  request<T> (request: ServerRequest, resultSchema: { parse (value: unknown): T }): Promise<T>
+  /**
+   * Ends this request's SSE stream now (SSE polling): the client reconnects with Last-Event-ID, to
+   * any node, and receives the rest of the answer there.
+   */
+  closeStream (): void
   readonly signal: AbortSignal
   /**
    * Asks the person behind the client to confirm (elicitation). Resolves true or false with their
@@ -33,7 +44,10 @@ export interface ToolDefinition<Args = any> {
   name: string
   title: string
   description: string
-  inputSchema: TObject
+  /** What tools/list advertises; a TypeBox object, or any JSON Schema object with `argumentsSchema` beside it. */
+  inputSchema: TObject | Record<string, unknown>
+  /** Checks the arguments when `inputSchema` is not TypeBox (keywords such as `$defs` the checker does not resolve). */
+  argumentsSchema?: TObject
   outputSchema?: TObject
   annotations: ToolAnnotations
   /**
@@ -49,7 +63,8 @@ export interface ResourceDefinition {
   title: string
   description: string
   mimeType: string
-  read (context: SessionContext): Promise<string>
+  /** Text, or bytes sent as a base64 blob. */
+  read (context: SessionContext): Promise<string | Uint8Array>
 }
 
 export interface ResourceTemplateDefinition {
@@ -59,7 +74,7 @@ export interface ResourceTemplateDefinition {
   description: string
   mimeType: string
   /** Returns undefined when nothing exists at the URI. */
-  read (context: SessionContext, variables: Record<string, string>): Promise<string | undefined>
+  read (context: SessionContext, variables: Record<string, string>): Promise<string | Uint8Array | undefined>
   /** Values for a template variable that start with `prefix`. */
   complete? (context: SessionContext, variable: string, prefix: string): Promise<string[]>
 }
@@ -109,7 +124,9 @@ export class FeatureRegistry {
   /** @throws {Error} when the name is already taken. */
   addTool (definition: ToolDefinition): void {
     if (this.#tools.has(definition.name)) throw new Error(`Tool ${definition.name} is registered twice`)
-    this.#tools.set(definition.name, { definition, check: TypeCompiler.Compile(definition.inputSchema) })
+    const schema = definition.argumentsSchema ?? definition.inputSchema
+    if (!(Kind in schema)) throw new Error(`Tool ${definition.name} needs a TypeBox argumentsSchema to check its arguments`)
+    this.#tools.set(definition.name, { definition, check: TypeCompiler.Compile(schema as TObject) })
     this.#toolList = undefined
   }
 

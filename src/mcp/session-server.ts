@@ -35,6 +35,9 @@ export interface SessionServices {
   logError (error: unknown, message: string): void
 }
 
+const asContent = (uri: string, mimeType: string, body: string | Uint8Array) =>
+  typeof body === 'string' ? { uri, mimeType, text: body } : { uri, mimeType, blob: Buffer.from(body).toString('base64') }
+
 export const SERVER_CAPABILITIES = {
   tools: {},
   resources: { subscribe: true },
@@ -107,11 +110,19 @@ export function createSessionServer (services: SessionServices, state: SessionSt
         sessionId: state.record.id,
         record: state.record,
         signal: extra.signal,
+        get clientCapabilities () { return server.getClientCapabilities() ?? {} },
         confirm: async message => {
           if (server.getClientCapabilities()?.elicitation === undefined) return undefined
           const answer = await extra.sendRequest({ method: 'elicitation/create', params: { message, requestedSchema: CONFIRM_SCHEMA } }, ElicitResultSchema)
           return answer.action === 'accept' && answer.content?.confirm === true
         },
+        logToRequest: async (level, data) => {
+          const current = state.record.logLevel
+          if (current !== undefined && SEVERITY[level] < SEVERITY[current]) return
+          await extra.sendNotification({ method: 'notifications/message', params: { level, logger: 'calculator', data } })
+        },
+        request: (clientRequest, resultSchema) => extra.sendRequest(clientRequest, resultSchema as never),
+        closeStream: () => extra.closeSSEStream?.(),
         progress: async (progress, total, message) => {
           if (progressToken === undefined) return
           await extra.sendNotification({ method: 'notifications/progress', params: { progressToken, progress, total, message } })
@@ -142,12 +153,12 @@ export function createSessionServer (services: SessionServices, state: SessionSt
     const { uri } = request.params
     const resource = features.resource(uri)
     if (resource !== undefined) {
-      return { contents: [{ uri, mimeType: resource.mimeType, text: await resource.read(context) }] }
+      return { contents: [asContent(uri, resource.mimeType, await resource.read(context))] }
     }
     const match = features.matchTemplate(uri)
-    const text = match === undefined ? undefined : await match.definition.read(context, match.variables)
-    if (match === undefined || text === undefined) throw new McpError(RESOURCE_NOT_FOUND, `Resource not found: ${uri}`, { uri })
-    return { contents: [{ uri, mimeType: match.definition.mimeType, text }] }
+    const body = match === undefined ? undefined : await match.definition.read(context, match.variables)
+    if (match === undefined || body === undefined) throw new McpError(RESOURCE_NOT_FOUND, `Resource not found: ${uri}`, { uri })
+    return { contents: [asContent(uri, match.definition.mimeType, body)] }
   })
 
   const subscribe = (subscribed: boolean) => async (request: { params: { uri: string } }) => {

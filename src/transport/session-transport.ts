@@ -176,7 +176,8 @@ export class SessionTransport implements Transport {
       if (isResponse(message)) this.#clientResponse(message)
       else if ('method' in message) {
         if (message.method === 'notifications/cancelled') this.#cancelled(message.params?.requestId as RequestId | undefined)
-        this.onmessage?.(message, extra)
+        const exchange = isRequest(message) ? this.#exchanges.get(message.id) : undefined
+        this.onmessage?.(message, exchange === undefined ? extra : { ...extra, closeSSEStream: () => this.#poll(exchange) })
       }
     }
     return ids.length > 0
@@ -242,16 +243,32 @@ export class SessionTransport implements Transport {
   }
 
   #stream (exchange: Exchange, message: JSONRPCMessage): void {
-    if (exchange.streamId === undefined) {
-      exchange.streamId = randomBytes(6).toString('base64url')
-      const res = exchange.sink.stream()
-      if (res !== undefined) {
-        this.#register(new SseStream(res, exchange.streamId))
-        this.#emit(exchange.streamId, null)
-      }
-      for (const response of exchange.responses.splice(0)) this.#emit(exchange.streamId, response)
+    if (exchange.streamId === undefined) this.#openStream(exchange)
+    this.#emit(exchange.streamId!, message)
+  }
+
+  /** Switches a POST's answer to SSE: a primed stream, then any responses already waiting. */
+  #openStream (exchange: Exchange): void {
+    const streamId = randomBytes(6).toString('base64url')
+    exchange.streamId = streamId
+    const res = exchange.sink.stream()
+    if (res !== undefined) {
+      this.#register(new SseStream(res, streamId))
+      this.#emit(streamId, null)
     }
-    this.#emit(exchange.streamId, message)
+    for (const response of exchange.responses.splice(0)) this.#emit(streamId, response)
+  }
+
+  /**
+   * SSE polling: answers the POST as a stream (primed, so it has an event id to resume from) and
+   * ends it with a reconnection delay; what the request sends later is stored, and replayed or
+   * delivered when the client reconnects with Last-Event-ID.
+   */
+  #poll (exchange: Exchange): void {
+    if (exchange.done) return
+    if (exchange.streamId === undefined) this.#openStream(exchange)
+    const streamId = exchange.streamId!
+    this.#chain = this.#chain.then(() => this.#streams.get(streamId)?.end(this.#services.retryMs))
   }
 
   #respond (exchange: Exchange, id: RequestId, message: JSONRPCMessage): void {
