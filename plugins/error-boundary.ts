@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import type { FastifyError, FastifyReply } from 'fastify'
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
 import {
   InternalServerError, McpHttpError, ParseError, PayloadTooLargeError, RouteNotFoundError,
   RpcCode, UnsupportedMediaTypeError, rpcErrorBody
@@ -23,6 +23,15 @@ function fromFastify (error: FastifyError, bodyLimit: number): McpHttpError | un
 
 function send (reply: FastifyReply, error: McpHttpError) {
   return reply.code(error.statusCode).headers(error.headers).send(rpcErrorBody(error.rpcCode, error.message))
+}
+
+/**
+ * Errors Fastify meets before any route is chosen (a URL that does not decode, an unsupported
+ * Content-Type for the route lookup): the server option `frameworkErrors` sends them here, so they
+ * get the same JSON-RPC bodies as everything else.
+ */
+export function frameworkErrors (error: FastifyError, _request: FastifyRequest, reply: FastifyReply) {
+  return send(reply, fromFastify(error, Number.NaN) ?? new InternalServerError())
 }
 
 /**

@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyServerOptions } from 'fastify'
+import { clientErrorHandler } from './client-errors.js'
 import config, { type ConfigPluginOptions } from '../plugins/config.js'
-import errorBoundary from '../plugins/error-boundary.js'
+import errorBoundary, { frameworkErrors } from '../plugins/error-boundary.js'
 import requestLog from '../plugins/request-log.js'
 import loadShedding from '../plugins/load-shedding.js'
 import cors from '../plugins/cors.js'
@@ -41,7 +42,8 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
 
 /**
  * Server options for `fastify start -o`. The app is registered without encapsulation; secrets never
- * reach the log; requests are logged once, by the request-log plugin; and during shutdown, requests
+ * reach the log; requests are logged once, by the request-log plugin; requests Node's parser refuses
+ * get JSON-RPC error bodies too; and during shutdown, requests
  * that still arrive on open connections are served (with `Connection: close`) rather than refused,
  * so a rolling restart fails none.
  */
@@ -49,5 +51,7 @@ export const options: FastifyServerOptions & { skipOverride: boolean } = {
   skipOverride: true,
   logger: { redact: ['req.headers.authorization', 'req.headers.cookie', 'res.headers["set-cookie"]'] },
   disableRequestLogging: true,
-  return503OnClosing: false
+  return503OnClosing: false,
+  clientErrorHandler,
+  frameworkErrors
 }

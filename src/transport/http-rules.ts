@@ -3,6 +3,22 @@ import { InvalidRequestError, NotAcceptableError, UnsupportedProtocolVersionErro
 
 /** Largest batch accepted from clients of the 2025-03-26 revision, the last one with batches. */
 export const MAX_BATCH_MESSAGES = 100
+/** Deepest nesting of arrays and objects accepted in a message; MCP messages need a handful of levels. */
+export const MAX_NESTING = 64
+
+/** Whether a parsed value nests arrays or objects deeper than `limit`, checked without recursion. */
+export function nestedDeeperThan (value: unknown, limit: number): boolean {
+  const stack: Array<[unknown, number]> = [[value, 1]]
+  while (stack.length > 0) {
+    const [item, depth] = stack.pop()!
+    if (typeof item !== 'object' || item === null) continue
+    if (depth > limit) return true
+    for (const child of Array.isArray(item) ? item : Object.values(item)) {
+      if (typeof child === 'object' && child !== null) stack.push([child, depth + 1])
+    }
+  }
+  return false
+}
 
 /** Whether an Accept header admits a media type, by exact type, `type/*` or `*\/*`. */
 export function accepts (header: string | undefined, type: string): boolean {
@@ -59,6 +75,7 @@ export function readMessages (body: unknown): { messages: JSONRPCMessage[], batc
   if (messages.length > MAX_BATCH_MESSAGES) throw new InvalidRequestError(`a batch holds at most ${MAX_BATCH_MESSAGES} messages`)
   for (const message of messages) {
     if (!isJsonRpcMessage(message)) throw new InvalidRequestError('expected a JSON-RPC 2.0 request, notification or response')
+    if (nestedDeeperThan(message, MAX_NESTING)) throw new InvalidRequestError(`a message nests deeper than ${MAX_NESTING} levels`)
   }
   return { messages: messages as JSONRPCMessage[], batch }
 }
