@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyServerOptions } from 'fastify'
+import { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import { clientErrorHandler } from './client-errors.js'
 import config, { type ConfigPluginOptions } from '../plugins/config.js'
 import errorBoundary, { frameworkErrors } from '../plugins/error-boundary.js'
@@ -50,7 +50,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
 export const options: FastifyServerOptions & { skipOverride: boolean } = {
   skipOverride: true,
   logger: { redact: ['req.headers.authorization', 'req.headers.cookie', 'res.headers["set-cookie"]'] },
-  disableRequestLogging: true,
+  logController: new LogController({ disableRequestLogging: true }),
   return503OnClosing: false,
   clientErrorHandler,
   frameworkErrors

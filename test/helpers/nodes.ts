@@ -38,7 +38,7 @@ export async function startNode (id: string, env: Record<string, string>): Promi
       node.process = spawn(process.execPath, [
         join(ROOT, 'node_modules/fastify-cli/cli.js'), 'start', '-o', '-l', process.env.TEST_LOG_LEVEL ?? 'warn',
         '-a', '127.0.0.1', '-p', String(port), '-g', '10000', join(ROOT, 'dist/src/app.js')
-      ], { env: { ...process.env, NODE_ID: id, RATE_LIMIT_MAX: '1000000', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+      ], { env: { ...process.env, NODE_ID: id, RATE_LIMIT_MAX: '1000000', MAX_EVENT_LOOP_DELAY_MS: '0', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
       const keep = (chunk: Buffer) => { node.output.push(chunk.toString()); if (node.output.length > 200) node.output.shift() }
       node.process.stdout!.on('data', keep)
       node.process.stderr!.on('data', keep)
