@@ -4,6 +4,7 @@ import {
   InternalServerError, McpHttpError, ParseError, PayloadTooLargeError, RouteNotFoundError,
   RpcCode, UnsupportedMediaTypeError, rpcErrorBody
 } from '../src/errors.js'
+import { sessionIdForLog } from './request-log.js'
 
 /** Fastify's own errors, as the typed error a client should see. */
 function fromFastify (error: FastifyError, bodyLimit: number): McpHttpError | undefined {
@@ -45,10 +46,10 @@ export default fp(async function errorBoundary (fastify) {
   fastify.setErrorHandler(function (error: FastifyError, request, reply) {
     const known = error instanceof McpHttpError ? error : fromFastify(error, bodyLimit)
     if (known !== undefined) {
-      if (known.statusCode >= 500) request.log.warn({ err: error }, known.message)
+      if (known.statusCode >= 500) request.log.warn({ err: error, sessionId: sessionIdForLog(request) }, known.message)
       return send(reply, known)
     }
-    request.log.error({ err: error }, 'unhandled error')
+    request.log.error({ err: error, sessionId: sessionIdForLog(request) }, 'unhandled error')
     return send(reply, new InternalServerError())
   })
 

@@ -1,4 +1,5 @@
 import fp from 'fastify-plugin'
+import type { FastifyRequest } from 'fastify'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -7,21 +8,29 @@ declare module 'fastify' {
   }
 }
 
+/** The session id a request names, shortened for the log. */
+export function sessionIdForLog (request: FastifyRequest): string | undefined {
+  const sessionId = request.headers['mcp-session-id']
+  return typeof sessionId === 'string' ? sessionId.slice(0, 128) : undefined
+}
+
 /**
- * One log line per request, when it completes, carrying the request id, the session id and this
- * node's id; every other line logged about the request carries them too. Fastify's own two lines
- * per request are turned off in the server options. Tool arguments and headers are never logged.
+ * One log line per request, when it completes, with the request id, the session id and this node's
+ * id (every line of this process carries the node id; the error boundary adds the session id to
+ * its lines). Fastify's own two lines per request are turned off in the server options, and no
+ * per-request child logger is made on the hot path. Tool arguments and headers are never logged.
  */
 export default fp(async function requestLog (fastify) {
-  const node = fastify.config.NODE_ID
+  // pino's setBindings, which Fastify's logger type does not declare; absent when logging is off.
+  const log = fastify.log as typeof fastify.log & { setBindings?: (bindings: object) => void }
+  log.setBindings?.({ node: fastify.config.NODE_ID })
   fastify.decorateRequest('startedAt', 0)
   fastify.addHook('onRequest', async request => {
     request.startedAt = performance.now()
-    const sessionId = request.headers['mcp-session-id']
-    request.log = request.log.child(typeof sessionId === 'string' ? { node, sessionId: sessionId.slice(0, 128) } : { node })
   })
   fastify.addHook('onResponse', async (request, reply) => {
     request.log.info({
+      sessionId: sessionIdForLog(request),
       method: request.method,
       url: request.url.slice(0, 200),
       statusCode: reply.statusCode,

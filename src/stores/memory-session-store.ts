@@ -74,7 +74,8 @@ export class MemorySessionStore implements SessionStore {
     if (slot === undefined) return stored
     stored.id = String(slot.nextCalculationId++)
     slot.history.push(stored)
-    if (slot.history.length > this.#historyLimit) slot.history.splice(0, slot.history.length - this.#historyLimit)
+    // Trimmed in batches (amortised O(1) per entry); readers look at the newest `historyLimit` only.
+    if (slot.history.length >= 2 * this.#historyLimit) slot.history.splice(0, slot.history.length - this.#historyLimit)
     slot.stats[entry.operation] = (slot.stats[entry.operation] ?? 0) + 1
     slot.record.calculationCount++
     return stored
@@ -82,17 +83,17 @@ export class MemorySessionStore implements SessionStore {
 
   async history (id: string, limit?: number): Promise<HistoryEntry[]> {
     const history = this.#live(id)?.history ?? []
-    return limit === undefined ? history.slice() : history.slice(-limit)
+    return history.slice(-Math.min(limit ?? this.#historyLimit, this.#historyLimit))
   }
 
   async findCalculation (id: string, calculationId: string): Promise<HistoryEntry | undefined> {
-    return this.#live(id)?.history.find(entry => entry.id === calculationId)
+    return this.#live(id)?.history.slice(-this.#historyLimit).find(entry => entry.id === calculationId)
   }
 
   async clearHistory (id: string): Promise<number> {
     const slot = this.#live(id)
     if (slot === undefined) return 0
-    const cleared = slot.history.length
+    const cleared = Math.min(slot.history.length, this.#historyLimit)
     slot.history = []
     return cleared
   }

@@ -297,10 +297,12 @@ export class SessionTransport implements Transport {
    */
   #emit (streamId: string, message: JSONRPCMessage | null): Promise<void> {
     const { store, retryMs, onError, observer } = this.#services
+    const priming = message === null
+    if (priming && this.#protocolVersion() < PRIMING_SINCE) return this.#chain
+    // Stored at once, so the appends of one burst share a round trip to Redis; written in order.
+    const stored = store.appendEvent(this.sessionId, streamId, message).catch(error => { onError(error, 'could not store an SSE event'); return undefined })
     this.#chain = this.#chain.then(async () => {
-      const priming = message === null
-      if (priming && this.#protocolVersion() < PRIMING_SINCE) return
-      const eventId = await store.appendEvent(this.sessionId, streamId, message).catch(error => { onError(error, 'could not store an SSE event'); return undefined })
+      const eventId = await stored
       if (eventId !== undefined) observer?.eventStored?.()
       const stream = this.#streams.get(streamId)
       if (stream?.open === true) stream.send(message, eventId, priming ? retryMs : undefined)

@@ -1,0 +1,303 @@
+import { spawn } from 'node:child_process'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import autocannon from 'autocannon'
+import { Redis } from 'ioredis'
+import { MemorySessionStore } from '../src/stores/memory-session-store.js'
+import { RedisSessionStore } from '../src/stores/redis-session-store.js'
+import type { SessionStore } from '../src/stores/session-store.js'
+import { ROOT, startNode, type ServerNode } from '../test/helpers/nodes.js'
+import { startRedis, stop, waitUntil } from '../test/helpers/processes.js'
+import { initialize } from '../test/helpers/raw-client.js'
+
+/**
+ * `npm run bench`: the server under autocannon the way its users load it, each figure next to a
+ * bare Fastify JSON echo measured right before it with the same settings. Results go to
+ * bench/results/ as JSON, a Markdown table and an SVG chart.
+ */
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10)
+const DURATION = Number(process.env.BENCH_DURATION ?? 5)
+const QUICK = process.env.BENCH_QUICK === 'true'
+const HEADERS = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' }
+const SERVER_ENV = { LOG_LEVEL: 'warn', RATE_LIMIT_MAX: '100000000', MAX_EVENT_LOOP_DELAY_MS: '0', TEST_LOG_LEVEL: 'warn' }
+
+interface Load { requests: number, p50: number, p975: number, p99: number, non2xx: number, errors: number }
+interface Row { scenario: string, settings: string, load?: Load, baseline?: Load, ratio?: number, figure?: string, target: string, met?: boolean }
+
+const rows: Row[] = []
+const log = (text: string) => process.stdout.write(`${text}\n`)
+
+async function cannon (options: autocannon.Options): Promise<Load> {
+  const result = await autocannon({ connections: CONNECTIONS, pipelining: 1, ...(options.amount === undefined && { duration: DURATION }), idReplacement: true, ...options })
+  return {
+    requests: result.requests.average,
+    p50: result.latency.p50,
+    p975: result.latency.p97_5,
+    p99: result.latency.p99,
+    non2xx: result.non2xx,
+    errors: result.errors
+  }
+}
+
+let echoUrl = ''
+async function baseline (): Promise<Load> {
+  return cannon({ url: echoUrl, method: 'POST', headers: { 'content-type': 'application/json' }, body: CALCULATE })
+}
+
+// autocannon replaces [<id>] with a unique id per request: a session's requests in flight need distinct ids.
+const CALCULATE = JSON.stringify({ jsonrpc: '2.0', id: '[<id>]', method: 'tools/call', params: { name: 'calculate', arguments: { a: 6, b: 7, op: 'multiply' } } })
+const CALCULATE_SSE = JSON.stringify({ jsonrpc: '2.0', id: '[<id>]', method: 'tools/call', params: { name: 'calculate', arguments: { a: 6, b: 7, op: 'multiply', stream: true }, _meta: { progressToken: 'bench' } } })
+
+/** A throughput scenario: the echo, then the server, under the same settings. */
+async function throughput (scenario: string, options: autocannon.Options, target: string, minimum?: number) {
+  const base = await baseline()
+  const load = await cannon(options)
+  const ratio = load.requests / base.requests
+  rows.push({ scenario, settings: `${CONNECTIONS} connections, ${DURATION} s`, load, baseline: base, ratio, target, ...(minimum !== undefined && { met: ratio >= minimum && load.non2xx === 0 && load.errors === 0 }) })
+  log(`${scenario}: ${load.requests.toFixed(0)} req/s vs echo ${base.requests.toFixed(0)} = ${ratio.toFixed(3)} (p99 ${load.p99} ms, non-2xx ${load.non2xx}, errors ${load.errors})`)
+  return load
+}
+
+function warmCall (node: ServerNode, sessionId: string, body: string): autocannon.Options {
+  return { url: node.mcpUrl.href, method: 'POST', headers: { ...HEADERS, 'mcp-session-id': sessionId }, body }
+}
+
+async function rssKiB (pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8')
+  return Number(/VmRSS:\s+(\d+)/.exec(status)![1])
+}
+
+/** `count` handshakes (initialize + notifications/initialized) with autocannon; returns handshakes per second. */
+async function handshakes (node: ServerNode, count?: number): Promise<{ perSecond: number, load: Load }> {
+  const initializeBody = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'bench', version: '1' } } })
+  const load = await cannon({
+    url: node.mcpUrl.href,
+    ...(count !== undefined && { amount: count * 2 }),
+    requests: [
+      {
+        method: 'POST',
+        headers: HEADERS,
+        body: initializeBody,
+        onResponse: (_status: number, _body: string, context: Record<string, unknown>, headers?: Record<string, string>) => { context.sessionId = headers?.['mcp-session-id'] }
+      },
+      {
+        method: 'POST',
+        setupRequest: (request: autocannon.Request, context: Record<string, unknown>) => ({ ...request, headers: { ...HEADERS, 'mcp-session-id': String(context.sessionId) }, body: '{"jsonrpc":"2.0","method":"notifications/initialized"}' })
+      }
+    ]
+  } as autocannon.Options)
+  return { perSecond: load.requests / 2, load }
+}
+
+async function appendCost (store: SessionStore, label: string, checkpoints: number[]) {
+  const now = Date.now()
+  const id = `bench-events-${now}`
+  await store.create({ id, createdAt: now, lastActivityAt: now, protocolVersion: '2025-11-25', initializeParams: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'bench', version: '1' } }, subscriptions: [], requestCount: 1, calculationCount: 0 })
+  const message = { jsonrpc: '2.0' as const, method: 'notifications/progress', params: { progressToken: 'bench', progress: 1, total: 3 } }
+  const SAMPLE = 2000
+  let appended = 0
+  const costs: Array<{ after: number, microseconds: number }> = []
+  for (const checkpoint of checkpoints) {
+    // Fill up to the checkpoint in pipelined batches, then time appends one after another.
+    while (appended < checkpoint - SAMPLE) {
+      const batch = Math.min(1000, checkpoint - SAMPLE - appended)
+      await Promise.all(Array.from({ length: batch }, () => store.appendEvent(id, 'bench', message)))
+      appended += batch
+    }
+    const started = process.hrtime.bigint()
+    for (let i = 0; i < SAMPLE; i++) await store.appendEvent(id, 'bench', message)
+    appended += SAMPLE
+    costs.push({ after: checkpoint, microseconds: Number(process.hrtime.bigint() - started) / 1000 / SAMPLE })
+  }
+  const first = costs[0]!.microseconds
+  const last = costs.at(-1)!.microseconds
+  const ratio = last / first
+  rows.push({
+    scenario: `event append (${label})`,
+    settings: `${SAMPLE} sequential appends after each total`,
+    figure: costs.map(c => `${c.after.toLocaleString('en-US')}: ${c.microseconds.toFixed(1)} µs`).join(', '),
+    ratio,
+    target: 'flat from 1,000 to 1,000,000 events (last / first <= 1.5)',
+    met: ratio <= 1.5
+  })
+  log(`event append ${label}: ${costs.map(c => `${c.after}: ${c.microseconds.toFixed(1)} µs`).join(', ')}`)
+}
+
+async function seedSessions (redis: Redis, count: number) {
+  const store = new RedisSessionStore(redis, { ttlSeconds: 3600, historyLimit: 1000 })
+  const now = Date.now()
+  for (let i = 0; i < count; i += 1000) {
+    await Promise.all(Array.from({ length: Math.min(1000, count - i) }, (_, j) => store.create({
+      id: `seeded-${now}-${i + j}`, createdAt: now, lastActivityAt: now, protocolVersion: '2025-11-25',
+      initializeParams: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'seeded', version: '1' } },
+      subscriptions: [], requestCount: 1, calculationCount: 0
+    })))
+  }
+}
+
+async function main () {
+  const echo = spawn(process.execPath, [join(ROOT, 'dist/bench/echo-server.js')], { stdio: ['ignore', 'pipe', 'inherit'] })
+  echoUrl = `${(await new Promise<string>(resolve => echo.stdout!.once('data', d => resolve(String(d).trim()))))}/echo`
+  const redis = await startRedis(['--maxmemory', '4gb'])
+  const client = new Redis(redis.url, { enableAutoPipelining: true })
+  const started = new Date()
+  try {
+    // Warm paths, memory and Redis, JSON and SSE.
+    for (const mode of ['memory', 'redis'] as const) {
+      const env = { ...SERVER_ENV, ...(mode === 'redis' && { USE_REDIS: 'true', REDIS_URL: redis.url }) }
+      const node = await startNode(`bench-${mode}`, env)
+      const sessionId = await initialize(node.mcpUrl)
+      await cannon({ ...warmCall(node, sessionId, CALCULATE), duration: 2 })
+      await throughput(`tools/call, ${mode}, JSON`, warmCall(node, sessionId, CALCULATE), mode === 'memory' ? '>= 0.35' : '>= 0.30', mode === 'memory' ? 0.35 : 0.30)
+      await throughput(`tools/call, ${mode}, SSE (progress)`, warmCall(node, sessionId, CALCULATE_SSE), mode === 'memory' ? '>= 0.25' : '>= 0.22', mode === 'memory' ? 0.25 : 0.22)
+      if (mode === 'memory') {
+        const base = await baseline()
+        const { perSecond, load } = await handshakes(node)
+        rows.push({ scenario: 'initialize + initialized, memory', settings: `${CONNECTIONS} connections, ${DURATION} s`, load, baseline: base, ratio: load.requests / base.requests, figure: `${perSecond.toFixed(0)} sessions/s`, target: '>= 2,000 sessions/s', met: perSecond >= 2000 })
+        log(`handshakes: ${perSecond.toFixed(0)} sessions/s`)
+      }
+      await node.kill()
+    }
+
+    // Cold path: a one-session cache and requests rotating over 1,000 sessions, so each rebuilds.
+    {
+      const node = await startNode('bench-cold', { ...SERVER_ENV, USE_REDIS: 'true', REDIS_URL: redis.url, SESSION_CACHE_MAX: '1' })
+      const sessions = await Promise.all(Array.from({ length: 1000 }, () => initialize(node.mcpUrl)))
+      const rebuiltBefore = await rebuilt(node)
+      let next = 0
+      const load = await throughput('tools/call, Redis, cold (rebuild every request)', {
+        url: node.mcpUrl.href,
+        method: 'POST',
+        body: CALCULATE,
+        setupRequest: (request: autocannon.Request) => ({ ...request, headers: { ...HEADERS, 'mcp-session-id': sessions[next++ % sessions.length]! } })
+      } as autocannon.Options, 'p99 < 5 ms')
+      const row = rows.at(-1)!
+      const rebuilds = (await rebuilt(node)) - rebuiltBefore
+      row.figure = `p99 ${load.p99} ms; ${rebuilds} rebuilds for ${Math.round(load.requests * DURATION)} requests`
+      row.met = load.p99 < 5 && load.non2xx === 0
+      await node.kill()
+    }
+
+    // Scale: tools/call p99 on one warm session with 100, 10,000 and 100,000 live sessions in Redis.
+    {
+      await client.flushall()
+      const node = await startNode('bench-scale', { ...SERVER_ENV, USE_REDIS: 'true', REDIS_URL: redis.url })
+      const sessionId = await initialize(node.mcpUrl)
+      const p99s: Array<[number, number]> = []
+      let live = 1
+      for (const target of QUICK ? [100, 10_000] : [100, 10_000, 100_000]) {
+        await seedSessions(client, target - live)
+        live = target
+        await cannon({ ...warmCall(node, sessionId, CALCULATE), duration: 2 })
+        const load = await cannon(warmCall(node, sessionId, CALCULATE))
+        p99s.push([target, load.p99])
+        log(`scale: ${target} sessions, ${load.requests.toFixed(0)} req/s, p99 ${load.p99} ms`)
+      }
+      const ratio = p99s.at(-1)![1] / p99s[0]![1]
+      rows.push({ scenario: 'tools/call p99 vs live sessions, Redis', settings: `${CONNECTIONS} connections, ${DURATION} s each`, figure: p99s.map(([n, p]) => `${n.toLocaleString('en-US')}: ${p} ms`).join(', '), ratio, target: `p99 at ${p99s.at(-1)![0].toLocaleString('en-US')} <= 1.2 x p99 at 100`, met: ratio <= 1.2 })
+      await node.kill()
+    }
+
+    // Event-store append cost as events accumulate.
+    await appendCost(new MemorySessionStore({ ttlSeconds: 3600, historyLimit: 1000 }), 'memory', QUICK ? [1_000, 100_000] : [1_000, 100_000, 1_000_000])
+    await appendCost(new RedisSessionStore(client, { ttlSeconds: 3600, historyLimit: 1000 }), 'Redis', QUICK ? [1_000, 100_000] : [1_000, 100_000, 1_000_000])
+
+    // Memory per cached session: RSS before and after 10,000 live sessions on one node.
+    {
+      const node = await startNode('bench-rss', { ...SERVER_ENV, SESSION_CACHE_MAX: '20000' })
+      await handshakes(node, 200)
+      await sleep(500)
+      const before = await rssKiB(node.process.pid!)
+      await handshakes(node, 10_000)
+      await sleep(500)
+      const after = await rssKiB(node.process.pid!)
+      const perSession = (after - before) / 10_000
+      rows.push({ scenario: 'RSS per cached session, memory', settings: '10,000 sessions initialized', figure: `${perSession.toFixed(1)} KiB (RSS ${Math.round(before / 1024)} -> ${Math.round(after / 1024)} MiB)`, target: '<= 30 KB', met: perSession * 1024 <= 30_000 })
+      log(`RSS per session: ${perSession.toFixed(1)} KiB`)
+      await node.kill()
+    }
+
+    // RSS under a cache limit of 1,000 while sessions keep being created, Redis mode.
+    {
+      await client.flushall()
+      const node = await startNode('bench-bounded', { ...SERVER_ENV, USE_REDIS: 'true', REDIS_URL: redis.url, SESSION_CACHE_MAX: '1000' })
+      const points: Array<[number, number]> = []
+      let created = 0
+      for (const target of QUICK ? [10_000, 20_000] : [10_000, 50_000, 100_000]) {
+        await handshakes(node, target - created)
+        created = target
+        await sleep(500)
+        points.push([target, await rssKiB(node.process.pid!)])
+        log(`bounded RSS: ${target} sessions, ${Math.round(points.at(-1)![1] / 1024)} MiB`)
+      }
+      const ratio = points.at(-1)![1] / points[0]![1]
+      rows.push({ scenario: 'RSS with a 1,000-session cache, Redis', settings: 'sessions created through HTTP', figure: points.map(([n, r]) => `${n.toLocaleString('en-US')}: ${Math.round(r / 1024)} MiB`).join(', '), ratio, target: 'bounded by the cache limit (last / first <= 1.25)', met: ratio <= 1.25 })
+      await node.kill()
+    }
+  } finally {
+    client.disconnect()
+    await redis.stop()
+    await stop(echo)
+  }
+  await report(started)
+}
+
+async function rebuilt (node: ServerNode): Promise<number> {
+  const text = await (await fetch(`${node.url}/metrics`)).text()
+  return Number(/^mcp_sessions_rebuilt_total (\d+)/m.exec(text)?.[1] ?? 0)
+}
+
+const ms = (value: number | undefined) => value === undefined ? '' : `${value}`
+
+async function report (started: Date) {
+  const dir = join(ROOT, 'bench/results')
+  await mkdir(dir, { recursive: true })
+  const meta = { date: started.toISOString(), node: process.version, connections: CONNECTIONS, durationSeconds: DURATION, pipelining: 1, cpus: (await import('node:os')).cpus().length }
+  await writeFile(join(dir, 'results.json'), JSON.stringify({ ...meta, rows }, null, 2) + '\n')
+  const lines = [
+    `Measured ${meta.date.slice(0, 10)} on Node ${meta.node}, ${meta.cpus} cores; autocannon with ${CONNECTIONS} connections, pipelining 1, ${DURATION} s per run; the baseline is a bare Fastify JSON echo run right before each scenario.`,
+    '',
+    '| scenario | req/s | echo req/s | ratio | p50 ms | p97.5 ms | p99 ms | figure | target | met |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    ...rows.map(r => `| ${r.scenario} | ${r.load?.requests.toFixed(0) ?? ''} | ${r.baseline?.requests.toFixed(0) ?? ''} | ${r.ratio?.toFixed(3) ?? ''} | ${ms(r.load?.p50)} | ${ms(r.load?.p975)} | ${ms(r.load?.p99)} | ${r.figure ?? ''} | ${r.target} | ${r.met === undefined ? '' : r.met ? 'yes' : 'no'} |`)
+  ]
+  await writeFile(join(dir, 'results.md'), lines.join('\n') + '\n')
+  await writeFile(join(dir, 'chart.svg'), chart(rows.filter(r => r.load !== undefined)))
+  log(`\n${lines.join('\n')}\n\nwritten to bench/results/`)
+}
+
+/** Bars of throughput ratio (left) and p99 latency (right) per throughput scenario. */
+function chart (data: Row[]): string {
+  const rowHeight = 28
+  const left = 330
+  const barWidth = 260
+  const height = 60 + data.length * rowHeight
+  const maxP99 = Math.max(...data.map(r => r.load!.p99), 1)
+  const bars = data.map((r, i) => {
+    const y = 40 + i * rowHeight
+    const ratioWidth = Math.min(1, r.ratio!) * barWidth
+    const p99Width = (r.load!.p99 / maxP99) * barWidth
+    return [
+      `<text x="${left - 10}" y="${y + 15}" text-anchor="end">${escape(r.scenario)}</text>`,
+      `<rect x="${left}" y="${y}" width="${ratioWidth.toFixed(1)}" height="20" fill="#3b82f6"/>`,
+      `<text x="${left + ratioWidth + 5}" y="${y + 15}">${r.ratio!.toFixed(2)}</text>`,
+      `<rect x="${left + barWidth + 60}" y="${y}" width="${p99Width.toFixed(1)}" height="20" fill="#f59e0b"/>`,
+      `<text x="${left + barWidth + 65 + p99Width}" y="${y + 15}">${r.load!.p99} ms</text>`
+    ].join('')
+  }).join('\n')
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${left + 2 * barWidth + 140}" height="${height}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="${left}" y="25" font-weight="bold">throughput / Fastify echo (same run)</text>
+<text x="${left + barWidth + 60}" y="25" font-weight="bold">p99 latency</text>
+${bars}
+</svg>
+`
+}
+
+const escape = (text: string) => text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
+
+main().catch(error => {
+  process.stderr.write(`${error?.stack ?? error}\n`)
+  process.exit(1)
+})
