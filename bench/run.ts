@@ -8,7 +8,7 @@ import { MemorySessionStore } from '../src/stores/memory-session-store.js'
 import { RedisSessionStore } from '../src/stores/redis-session-store.js'
 import type { SessionStore } from '../src/stores/session-store.js'
 import { ROOT, startNode, type ServerNode } from '../test/helpers/nodes.js'
-import { startRedis, stop, waitUntil } from '../test/helpers/processes.js'
+import { startRedis, stop } from '../test/helpers/processes.js'
 import { initialize } from '../test/helpers/raw-client.js'
 
 /**
@@ -129,9 +129,14 @@ async function seedSessions (redis: Redis, count: number) {
   const now = Date.now()
   for (let i = 0; i < count; i += 1000) {
     await Promise.all(Array.from({ length: Math.min(1000, count - i) }, (_, j) => store.create({
-      id: `seeded-${now}-${i + j}`, createdAt: now, lastActivityAt: now, protocolVersion: '2025-11-25',
+      id: `seeded-${now}-${i + j}`,
+      createdAt: now,
+      lastActivityAt: now,
+      protocolVersion: '2025-11-25',
       initializeParams: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'seeded', version: '1' } },
-      subscriptions: [], requestCount: 1, calculationCount: 0
+      subscriptions: [],
+      requestCount: 1,
+      calculationCount: 0
     })))
   }
 }

@@ -75,11 +75,19 @@ export default fp(async function mcpTransport (fastify) {
   const originAllowed = originMatcher(config.ALLOWED_ORIGINS)
   let shuttingDown = false
 
-  async function liveSession (request: FastifyRequest): Promise<LiveSession> {
+  /**
+   * Runs `use` on the session the request names, live on this node and leased until `use` has
+   * handed over the request (so a cache eviction meanwhile cannot close it under the request).
+   */
+  async function withSession<T> (request: FastifyRequest, use: (live: LiveSession) => T | Promise<T>): Promise<T> {
     const id = sessionIdOf(request)
     const live = id.length > MAX_SESSION_ID_LENGTH ? undefined : await cache.acquire(id)
     if (live === undefined) throw new SessionNotFoundError()
-    return live
+    try {
+      return await use(live)
+    } finally {
+      live.transport.release()
+    }
   }
 
   const endpoint: McpEndpoint = {
@@ -97,8 +105,7 @@ export default fp(async function mcpTransport (fastify) {
         }
         return batch ? [response] : response
       }
-      const live = await liveSession(request)
-      const answer = await new Promise<unknown>(resolve => {
+      const answer = await withSession(request, live => new Promise<unknown>(resolve => {
         const answered = live.transport.post(messages, batch, {
           json: resolve,
           stream: () => {
@@ -108,7 +115,7 @@ export default fp(async function mcpTransport (fastify) {
           }
         }, { requestInfo: { headers: request.headers } })
         if (!answered) resolve(undefined)
-      })
+      }))
       if (answer === STREAMED) return reply
       if (answer === undefined) return reply.code(202).send()
       return answer
@@ -119,9 +126,8 @@ export default fp(async function mcpTransport (fastify) {
       if (shuttingDown) throw new ShuttingDownError()
       requireAccept(request.headers.accept, GET_ACCEPT)
       checkProtocolVersion(request.headers['mcp-protocol-version'])
-      const live = await liveSession(request)
       const lastEventId = request.headers['last-event-id']
-      await live.transport.openStream(() => openSse(reply, live.transport.sessionId), typeof lastEventId === 'string' && lastEventId !== '' ? lastEventId : undefined)
+      await withSession(request, live => live.transport.openStream(() => openSse(reply, live.transport.sessionId), typeof lastEventId === 'string' && lastEventId !== '' ? lastEventId : undefined))
       return reply
     },
 

@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { test } from 'tap'
 import { CallToolResultSchema } from '@modelcontextprotocol/sdk/types.js'
 import { MCP_HEADERS, connect, rawCall, rawSession, startServer } from './helpers/server.js'
+import { callTool } from './helpers/raw-client.js'
 
 type Structured = Record<string, any>
 
@@ -144,4 +145,15 @@ test('a session evicted while answering a request still answers it', async t => 
   t.teardown(() => second.client.close())
   t.equal(server.app.sessionCache.size, 1)
   t.same((await slow).structuredContent, { steps: 6, completed: 6 })
+})
+
+test('concurrent requests on more sessions than cache slots all succeed', async t => {
+  const server = await startServer({ SESSION_CACHE_MAX: '1' })
+  t.teardown(() => server.close())
+  const sessions = await Promise.all(Array.from({ length: 5 }, () => rawSession(server.app)))
+  const calls = await Promise.all(Array.from({ length: 40 }, (_, i) =>
+    callTool(server.mcpUrl, sessions[i % 5]!, 'calculate', { a: i, b: 1, op: 'add' })))
+  t.same(calls.map(c => c.status), calls.map(() => 200))
+  t.same(calls.map(c => c.messages[0].result.structuredContent.result), calls.map((_, i) => i + 1))
+  t.ok(await metric(server.url, 'mcp_sessions_rebuilt_total') as number > 5, 'sessions were evicted and rebuilt meanwhile')
 })

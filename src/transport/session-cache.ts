@@ -48,7 +48,7 @@ export class SessionCache {
       ttl: options.idleMs,
       updateAgeOnGet: true,
       // A session dropped here may still be answering requests: it closes once they are done.
-      dispose: live => { live.transport.retire().then(() => live.server.close()).catch(() => {}) }
+      dispose: live => { live.transport.retire(() => { live.server.close().catch(() => {}) }) }
     })
     this.#sweeper = setInterval(() => this.#live.purgeStale(), Math.min(options.idleMs, 60_000))
     this.#sweeper.unref()
@@ -93,8 +93,9 @@ export class SessionCache {
   }
 
   /**
-   * The live session for `id`, counting the request in the store; rebuilt here when this node
-   * does not hold it. Undefined when the session expired, was deleted or never existed.
+   * The live session for `id`, counting the request in the store and leased to the caller, who
+   * must `release()` its transport once it has handed over its messages; rebuilt here when this
+   * node does not hold it. Undefined when the session expired, was deleted or never existed.
    * @throws {StorageUnavailableError} when the store cannot be reached.
    */
   async acquire (id: string): Promise<LiveSession | undefined> {
@@ -103,6 +104,15 @@ export class SessionCache {
       this.#live.delete(id)
       return undefined
     }
+    // A session closed by eviction between being found and leased is found (rebuilt) again.
+    for (;;) {
+      const live = await this.#find(record)
+      if (live.transport.lease()) return live
+    }
+  }
+
+  async #find (record: SessionRecord): Promise<LiveSession> {
+    const id = record.id
     const live = this.#live.get(id)
     if (live !== undefined) {
       live.state.record = record

@@ -92,7 +92,9 @@ export class SessionTransport implements Transport {
   readonly #requestPrefix = `${randomBytes(6).toString('base64url')}-`
   #chain: Promise<void> = Promise.resolve()
   #closed = false
-  #idle?: () => void
+  /** Requests between finding this session in the cache and handing it their messages. */
+  #leases = 0
+  #onRetired?: () => void
 
   constructor (sessionId: string, services: TransportServices, protocolVersion: () => string) {
     this.sessionId = sessionId
@@ -109,7 +111,7 @@ export class SessionTransport implements Transport {
       if (exchange !== undefined) {
         this.#exchanges.delete(message.id)
         this.#respond(exchange, message.id, asInvalidParams(message))
-        if (this.#exchanges.size === 0) this.#idle?.()
+        this.#closeIfRetired()
       }
       return
     }
@@ -135,13 +137,35 @@ export class SessionTransport implements Transport {
   }
 
   /**
-   * Leaves this node: the GET stream ends at once (the client resumes it anywhere), and the
-   * returned promise resolves once every request in flight here has been answered.
+   * Takes the session for one request, so that it cannot close before the request has handed over
+   * its messages; false when it has already closed (the caller finds the session again).
    */
-  retire (): Promise<void> {
+  lease (): boolean {
+    if (this.#closed) return false
+    this.#leases++
+    return true
+  }
+
+  release (): void {
+    this.#leases--
+    this.#closeIfRetired()
+  }
+
+  /**
+   * Leaves this node: the GET stream ends at once (the client resumes it anywhere), and `onRetired`
+   * runs as soon as no request holds the session and every request in flight has been answered.
+   */
+  retire (onRetired: () => void): void {
+    this.#onRetired = onRetired
     this.endStandaloneStream()
-    if (this.#exchanges.size === 0) return Promise.resolve()
-    return new Promise(resolve => { this.#idle = resolve })
+    this.#closeIfRetired()
+  }
+
+  #closeIfRetired (): void {
+    if (this.#onRetired === undefined || this.#leases > 0 || this.#exchanges.size > 0) return
+    const onRetired = this.#onRetired
+    this.#onRetired = undefined
+    onRetired()
   }
 
   /** Ends the session's GET stream here with a reconnection delay; the client resumes it on any node. */
@@ -333,6 +357,6 @@ export class SessionTransport implements Transport {
     this.#exchanges.delete(id)
     exchange.pending.delete(id)
     if (exchange.pending.size === 0) this.#finish(exchange)
-    if (this.#exchanges.size === 0) this.#idle?.()
+    this.#closeIfRetired()
   }
 }
