@@ -173,9 +173,11 @@ async function main () {
       let next = 0
       const load = await throughput('tools/call, Redis, cold (rebuild every request)', {
         url: node.mcpUrl.href,
-        method: 'POST',
-        body: CALCULATE,
-        setupRequest: (request: autocannon.Request) => ({ ...request, headers: { ...HEADERS, 'mcp-session-id': sessions[next++ % sessions.length]! } })
+        requests: [{
+          method: 'POST',
+          body: CALCULATE,
+          setupRequest: (request: autocannon.Request) => ({ ...request, headers: { ...HEADERS, 'mcp-session-id': sessions[next++ % sessions.length]! } })
+        }]
       } as autocannon.Options, 'p99 < 5 ms')
       const row = rows.at(-1)!
       const rebuilds = (await rebuilt(node)) - rebuiltBefore
