@@ -165,10 +165,12 @@ async function main () {
       await node.kill()
     }
 
-    // Cold path: a one-session cache and requests rotating over 1,000 sessions, so each rebuilds.
+    // Cold path: requests rotate over 2,000 sessions through a 100-session cache, so each request
+    // finds its session evicted and rebuilds it (the cache still holds every request in flight).
     {
-      const node = await startNode('bench-cold', { ...SERVER_ENV, USE_REDIS: 'true', REDIS_URL: redis.url, SESSION_CACHE_MAX: '1' })
-      const sessions = await Promise.all(Array.from({ length: 1000 }, () => initialize(node.mcpUrl)))
+      const node = await startNode('bench-cold', { ...SERVER_ENV, USE_REDIS: 'true', REDIS_URL: redis.url, SESSION_CACHE_MAX: '100' })
+      const sessions: string[] = []
+      for (let i = 0; i < 2000; i += 100) sessions.push(...await Promise.all(Array.from({ length: 100 }, () => initialize(node.mcpUrl))))
       const rebuiltBefore = await rebuilt(node)
       let next = 0
       const load = await throughput('tools/call, Redis, cold (rebuild every request)', {

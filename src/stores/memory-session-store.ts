@@ -108,7 +108,8 @@ export class MemorySessionStore implements SessionStore {
     const position = slot.nextEventPosition++
     const eventId = `${streamId}.${position}`
     slot.events.push({ eventId, streamId, position, message })
-    if (slot.events.length > this.#eventLimit) slot.events.splice(0, slot.events.length - this.#eventLimit)
+    // Trimmed in batches like the history; readers look at the newest `eventLimit` only.
+    if (slot.events.length >= 2 * this.#eventLimit) slot.events.splice(0, slot.events.length - this.#eventLimit)
     return eventId
   }
 
@@ -117,7 +118,7 @@ export class MemorySessionStore implements SessionStore {
     const after = Number(lastEventId.slice(lastEventId.lastIndexOf('.') + 1))
     const slot = this.#live(id)
     if (streamId === undefined || !Number.isSafeInteger(after) || slot === undefined) return undefined
-    const events = slot.events
+    const events = slot.events.slice(-this.#eventLimit)
       .filter(e => e.position > after && e.streamId === streamId && e.message !== null)
       .map(({ eventId, message }) => ({ eventId, message }))
     return { streamId, events }

@@ -173,11 +173,6 @@ export class SessionTransport implements Transport {
     this.#streams.get(STANDALONE_STREAM)?.end(this.#services.retryMs)
   }
 
-  /** True while this node holds the session's GET stream. */
-  get hasStandaloneStream (): boolean {
-    return this.#streams.get(STANDALONE_STREAM)?.open === true
-  }
-
   /**
    * Delivers the messages of one POST to the SDK server. When they include requests, their answers
    * go to `sink`; returns whether any did. A client's response to a server request that another
