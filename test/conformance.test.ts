@@ -50,7 +50,7 @@ test('the official MCP conformance suite', { skip: NEEDS_NODE22 }, async t => {
     report(t, results, output)
     const served = await Promise.all(nodes.map(async n => {
       const text = await (await fetch(`${n.url}/metrics`)).text()
-      return Number(/^mcp_tool_calls_total\{[^}]*\} (\d+)/m.exec(text)?.[1] ?? 0)
+      return [...text.matchAll(/^mcp_tool_calls_total\{[^}]*\} (\d+)$/gm)].reduce((sum, m) => sum + Number(m[1]), 0)
     }))
     t.ok(served.every(n => n > 0), `every node served tool calls (${served.join(', ')})`)
   })
