@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { test, type Test } from 'tap'
 import { startRedis } from './helpers/processes.js'
-import { ROOT, startNginx, startNode, type ServerNode } from './helpers/nodes.js'
+import { ROOT, startNode, startTopology } from './helpers/nodes.js'
 import { NEEDS_NODE22, node22 } from './helpers/node22.js'
 
 const run = promisify(execFile)
@@ -38,12 +38,10 @@ test('the official MCP conformance suite', { skip: NEEDS_NODE22 }, async t => {
   await t.test('three Redis nodes behind nginx round-robin', async t => {
     const redis = await startRedis()
     const env = { CONFORMANCE_FIXTURES: 'true', USE_REDIS: 'true', REDIS_URL: redis.url }
-    const nodes: ServerNode[] = []
-    for (const id of ['conformance-a', 'conformance-b', 'conformance-c']) nodes.push(await startNode(id, env))
-    const lb = await startNginx(nodes.map(n => n.port))
+    const topology = await startTopology(['conformance-a', 'conformance-b', 'conformance-c'], env)
+    const { nodes, lb } = topology
     t.teardown(async () => {
-      await lb.stop()
-      await Promise.all(nodes.map(n => n.kill()))
+      await topology.stop()
       await redis.stop()
     })
     const { results, output } = await conformance(lb.mcpUrl)

@@ -7,7 +7,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js'
 import { startRedis, waitUntil } from './helpers/processes.js'
-import { startNginx, startNode, type ServerNode } from './helpers/nodes.js'
+import { recordingServedBy, startTopology, type ServerNode } from './helpers/nodes.js'
 import { callTool, initialize, openStream, post, request, type SseEvent } from './helpers/raw-client.js'
 
 type Structured = Record<string, any>
@@ -16,25 +16,17 @@ test('three nodes behind nginx round-robin share every session through Redis', a
   // Append-only persistence, so the Redis restart near the end keeps the sessions.
   const redis = await startRedis(['--appendonly', 'yes', '--appendfsync', 'always'], await mkdtemp(join(tmpdir(), 'mcp-redis-')))
   const env = { USE_REDIS: 'true', REDIS_URL: redis.url, KEEPALIVE_MS: '1000' }
-  const nodes: ServerNode[] = []
-  for (const id of ['node-a', 'node-b', 'node-c']) nodes.push(await startNode(id, env))
+  const topology = await startTopology(['node-a', 'node-b', 'node-c'], env)
+  const { nodes, lb } = topology
   const [a, b, c] = nodes as [ServerNode, ServerNode, ServerNode]
-  const lb = await startNginx(nodes.map(n => n.port))
   t.teardown(async () => {
-    await lb.stop()
-    await Promise.all(nodes.map(n => n.kill()))
+    await topology.stop()
     await redis.stop()
   })
 
   await t.test('the official SDK client through nginx: every request works, on every node', async t => {
     const servedBy: string[] = []
-    const transport = new StreamableHTTPClientTransport(lb.mcpUrl, {
-      fetch: async (input, init) => {
-        const response = await fetch(input, init)
-        if (init?.method === 'POST') servedBy.push(response.headers.get('x-served-by') ?? '?')
-        return response
-      }
-    })
+    const transport = new StreamableHTTPClientTransport(lb.mcpUrl, { fetch: recordingServedBy(servedBy) })
     const client = new Client({ name: 'through-nginx', version: '1.0.0' })
     await client.connect(transport)
     t.teardown(() => client.close())
@@ -111,13 +103,7 @@ test('three nodes behind nginx round-robin share every session through Redis', a
 
   await t.test('a server request answered through another node resolves the waiting call', async t => {
     const servedBy: string[] = []
-    const transport = new StreamableHTTPClientTransport(lb.mcpUrl, {
-      fetch: async (input, init) => {
-        const response = await fetch(input, init)
-        if (init?.method === 'POST') servedBy.push(response.headers.get('x-served-by') ?? '?')
-        return response
-      }
-    })
+    const transport = new StreamableHTTPClientTransport(lb.mcpUrl, { fetch: recordingServedBy(servedBy) })
     const client = new Client({ name: 'eliciting', version: '1.0.0' }, { capabilities: { elicitation: {} } })
     let asked = 0
     client.setRequestHandler(ElicitRequestSchema, async () => { asked++; return { action: 'accept', content: { confirm: true } } })

@@ -5,7 +5,7 @@ import { test } from 'tap'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { redisCli, startRedis, waitUntil, type RedisServer } from './helpers/processes.js'
-import { startNginx, startNode, type ServerNode } from './helpers/nodes.js'
+import { startTopology } from './helpers/nodes.js'
 import { callTool, initialize, openStream, request } from './helpers/raw-client.js'
 
 type Structured = Record<string, any>
@@ -24,13 +24,9 @@ test('three nodes on a three-master Redis Cluster', async t => {
   }, 20_000)
 
   const env = { REDIS_CLUSTER_NODES: masters.map(m => `127.0.0.1:${m.port}`).join(',') }
-  const nodes: ServerNode[] = []
-  for (const id of ['cluster-a', 'cluster-b', 'cluster-c']) nodes.push(await startNode(id, env))
-  const lb = await startNginx(nodes.map(n => n.port))
-  t.teardown(async () => {
-    await lb.stop()
-    await Promise.all(nodes.map(n => n.kill()))
-  })
+  const topology = await startTopology(['cluster-a', 'cluster-b', 'cluster-c'], env)
+  const { nodes, lb } = topology
+  t.teardown(() => topology.stop())
 
   const health = await (await fetch(`${nodes[0]!.url}/health`)).json()
   t.match(health, { status: 'ok', storageMode: 'redis' })

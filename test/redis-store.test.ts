@@ -12,18 +12,23 @@ test('RedisSessionStore keeps the store contract on a real redis-server', async 
     for (const client of clients) client.disconnect()
     await redis.stop()
   })
-  storeContract(t, async options => {
+  const connect = () => {
     const client = new Redis(redis.url)
     clients.push(client)
-    return new RedisSessionStore(client, options)
-  })
-
-  t.test('every key of a session shares one hash tag and one expiry', async t => {
-    const client = new Redis(redis.url)
-    clients.push(client)
+    return client
+  }
+  /** A store on a new connection, with a new session in it. */
+  const withSession = async () => {
+    const client = connect()
     const store = new RedisSessionStore(client, { ttlSeconds: 100, historyLimit: 10 })
     const record = newRecord()
     await store.create(record)
+    return { client, store, record }
+  }
+  storeContract(t, async options => new RedisSessionStore(connect(), options))
+
+  t.test('every key of a session shares one hash tag and one expiry', async t => {
+    const { client, store, record } = await withSession()
     await store.appendHistory(record.id, { operation: 'add', expression: '1 + 1 = 2', inputs: [1, 1], result: 2 })
     await store.appendEvent(record.id, 'g', { jsonrpc: '2.0', method: 'notifications/x' })
     const found = await client.keys(`*${record.id}*`)
@@ -38,11 +43,7 @@ test('RedisSessionStore keeps the store contract on a real redis-server', async 
   })
 
   t.test('event ids name their stream and replay exactly what came after', async t => {
-    const client = new Redis(redis.url)
-    clients.push(client)
-    const store = new RedisSessionStore(client, { ttlSeconds: 100, historyLimit: 10 })
-    const record = newRecord()
-    await store.create(record)
+    const { store, record } = await withSession()
     const priming = await store.appendEvent(record.id, 'a', null)
     const a1 = await store.appendEvent(record.id, 'a', { jsonrpc: '2.0', method: 'm', params: { n: 1 } })
     await store.appendEvent(record.id, 'b', { jsonrpc: '2.0', method: 'm', params: { n: 2 } })

@@ -3,7 +3,7 @@ import { test } from 'tap'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { startRedis, waitUntil } from './helpers/processes.js'
-import { startNginx, startNode, type ServerNode } from './helpers/nodes.js'
+import { startTopology } from './helpers/nodes.js'
 
 type Structured = Record<string, any>
 
@@ -20,12 +20,10 @@ interface LoadClient {
 test('restarting every node in turn under load fails no call and loses no entry', async t => {
   const redis = await startRedis()
   const env = { USE_REDIS: 'true', REDIS_URL: redis.url, SSE_RETRY_MS: '200', KEEPALIVE_MS: '1000', HISTORY_LIMIT: '100000' }
-  const nodes: ServerNode[] = []
-  for (const id of ['roll-a', 'roll-b', 'roll-c']) nodes.push(await startNode(id, env))
-  const lb = await startNginx(nodes.map(n => n.port))
+  const topology = await startTopology(['roll-a', 'roll-b', 'roll-c'], env)
+  const { nodes, lb } = topology
   t.teardown(async () => {
-    await lb.stop()
-    await Promise.all(nodes.map(n => n.kill()))
+    await topology.stop()
     await redis.stop()
   })
 

@@ -92,3 +92,34 @@ http {
 `)
   return { dir, port }
 }
+
+export interface Topology {
+  nodes: ServerNode[]
+  lb: LoadBalancer
+  /** Stops nginx, then every node. */
+  stop (): Promise<void>
+}
+
+/** Server nodes with the given ids, and nginx running docker/nginx/mcp.conf round-robin in front. */
+export async function startTopology (ids: string[], env: Record<string, string>): Promise<Topology> {
+  const nodes: ServerNode[] = []
+  for (const id of ids) nodes.push(await startNode(id, env))
+  const lb = await startNginx(nodes.map(n => n.port))
+  return {
+    nodes,
+    lb,
+    async stop () {
+      await lb.stop()
+      await Promise.all(nodes.map(n => n.kill()))
+    }
+  }
+}
+
+/** A fetch for the SDK client transport that records which node served each POST (X-Served-By). */
+export function recordingServedBy (servedBy: string[]): typeof fetch {
+  return async (input, init) => {
+    const response = await fetch(input, init)
+    if (init?.method === 'POST') servedBy.push(response.headers.get('x-served-by') ?? '?')
+    return response
+  }
+}
