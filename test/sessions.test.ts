@@ -157,3 +157,13 @@ test('concurrent requests on more sessions than cache slots all succeed', async 
   t.same(calls.map(c => c.messages[0].result.structuredContent.result), calls.map((_, i) => i + 1))
   t.ok(await metric(server.url, 'mcp_sessions_rebuilt_total') as number > 5, 'sessions were evicted and rebuilt meanwhile')
 })
+
+test('a replay the store cannot read ends the resumed stream with a retry delay instead of hanging', async t => {
+  const server = await startServer({ SSE_RETRY_MS: '250' })
+  t.teardown(() => server.close())
+  const session = await rawSession(server.app)
+  server.app.sessionStore.eventsAfter = async () => { throw new Error('store down') }
+  const response = await fetch(server.mcpUrl, { headers: { accept: 'text/event-stream', 'mcp-session-id': session, 'last-event-id': 'get.1' } })
+  t.equal(response.status, 200)
+  t.equal(await response.text(), 'retry: 250\n\n', 'the stream ends at once, telling the client when to retry')
+})

@@ -3,7 +3,7 @@ import type { ServerResponse } from 'node:http'
 import type { Transport, TransportSendOptions } from '@modelcontextprotocol/sdk/shared/transport.js'
 import { ErrorCode, type JSONRPCMessage, type JSONRPCRequest, type MessageExtraInfo, type RequestId } from '@modelcontextprotocol/sdk/types.js'
 import { ConflictError, InvalidRequestError } from '../errors.js'
-import { type SessionStore, streamOfEventId } from '../stores/session-store.js'
+import { type SessionStore, type StoredEvent, streamOfEventId } from '../stores/session-store.js'
 import type { ServerObserver } from '../observer.js'
 import type { BusMessage, MessageBus } from './bus.js'
 import { SseStream } from './sse.js'
@@ -226,7 +226,15 @@ export class SessionTransport implements Transport {
     if (streamId === STANDALONE_STREAM) {
       this.#publish({ kind: 'claim', sessionId: this.sessionId, streamId, node: this.#services.nodeId }).catch(() => {})
     }
-    const events = resumed === undefined ? [] : (await this.#services.store.eventsAfter(this.sessionId, lastEventId!))?.events ?? []
+    let events: StoredEvent[] = []
+    try {
+      events = resumed === undefined ? [] : (await this.#services.store.eventsAfter(this.sessionId, lastEventId!))?.events ?? []
+    } catch (error) {
+      // The response is already an SSE stream: end it with a retry delay, so the client tries again.
+      this.#services.onError(error, 'could not read events to replay')
+      stream.end(this.#services.retryMs)
+      return
+    }
     if (events.length > 0) this.#services.observer?.eventsReplayed?.(events.length)
     stream.release(events)
     if (resumed === undefined) await this.#emit(streamId, null)
