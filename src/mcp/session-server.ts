@@ -66,14 +66,20 @@ export function createSessionServer (services: SessionServices, state: SessionSt
     jsonSchemaValidator: services.validator
   })
 
+  /** Whether a message at `level` falls below the level the client set (nothing is below an unset level). */
+  const belowLevel = (level: LogLevel) => {
+    const current = state.record.logLevel
+    return current !== undefined && SEVERITY[level] < SEVERITY[current]
+  }
+
   const context: SessionContext = {
     get sessionId () { return state.record.id },
     get record () { return state.record },
     store,
     calculated: operation => observer.calculated?.(operation),
     async log (level, data) {
-      const current = state.record.logLevel
-      if (current === undefined || SEVERITY[level] < SEVERITY[current]) return
+      // Activity logs wait for the client to ask for them with logging/setLevel.
+      if (state.record.logLevel === undefined || belowLevel(level)) return
       await server.sendLoggingMessage({ level, logger: 'calculator', data })
     },
     async resourceUpdated (uri) {
@@ -107,8 +113,6 @@ export function createSessionServer (services: SessionServices, state: SessionSt
     try {
       const result = await tool.definition.run(args, {
         ...context,
-        sessionId: state.record.id,
-        record: state.record,
         signal: extra.signal,
         get clientCapabilities () { return server.getClientCapabilities() ?? {} },
         confirm: async message => {
@@ -117,8 +121,7 @@ export function createSessionServer (services: SessionServices, state: SessionSt
           return answer.action === 'accept' && answer.content?.confirm === true
         },
         logToRequest: async (level, data) => {
-          const current = state.record.logLevel
-          if (current !== undefined && SEVERITY[level] < SEVERITY[current]) return
+          if (belowLevel(level)) return
           await extra.sendNotification({ method: 'notifications/message', params: { level, logger: 'calculator', data } })
         },
         request: (clientRequest, resultSchema) => extra.sendRequest(clientRequest, resultSchema as never),
