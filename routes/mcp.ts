@@ -11,8 +11,9 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
   // Only JSON bodies reach the endpoint; any other Content-Type gets 415.
   fastify.removeAllContentTypeParsers()
   fastify.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: config.BODY_LIMIT_BYTES }, fastify.getDefaultJsonParser('error', 'error'))
+  // The rate limiter appends its hook after these.
   const shared = {
-    onRequest: mcp.verifyOrigin,
+    onRequest: [mcp.verifyOrigin, mcp.touchSession],
     config: { rateLimit: {} }
   }
 

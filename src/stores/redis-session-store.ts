@@ -14,7 +14,8 @@ import {
  *   mcp:{id}:h   list    history entries (JSON), oldest first, trimmed to the limit
  *   mcp:{id}:st  hash    calculations per operation
  *   mcp:{id}:e   stream  SSE events (fields s = stream id, m = message), trimmed to the limit
- *   mcp:sessions zset    session id -> last activity (ms), for counting live sessions
+ *   mcp:sessions zset    session id -> last activity (ms, refreshed every MAX_INDEX_LAG_MS at most),
+ *                        for counting live sessions
  * All session keys expire together, SESSION_TTL_SECONDS after the last request.
  */
 const keys = (id: string) => {
@@ -22,17 +23,30 @@ const keys = (id: string) => {
   return [`${tag}:s`, `${tag}:h`, `${tag}:st`, `${tag}:e`] as const
 }
 const SESSIONS = 'mcp:sessions'
+/** A session's score in mcp:sessions is refreshed at most this often (or a tenth of the TTL). */
+const MAX_INDEX_LAG_MS = 60_000
 
 const SCRIPTS = {
-  /** KEYS s h st e; ARGV now ttlMs. Counts a request and slides every key's expiry. */
+  /**
+   * KEYS s h st e; ARGV now ttlMs full(0|1) indexEveryMs. Counts a request and slides every key's
+   * expiry. Returns whether the session is due for re-indexing in mcp:sessions, then the whole
+   * record (full) or only the fields other nodes may change: requestCount calculationCount
+   * logLevel subscriptions.
+   */
   mcpTouch: {
     keys: 4,
     lua: `
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 redis.call('HINCRBY', KEYS[1], 'requestCount', 1)
+local reindex = 0
+if tonumber(ARGV[1]) - tonumber(redis.call('HGET', KEYS[1], 'indexedAt') or '0') >= tonumber(ARGV[4]) then
+  redis.call('HSET', KEYS[1], 'indexedAt', ARGV[1])
+  reindex = 1
+end
 redis.call('HSET', KEYS[1], 'lastActivityAt', ARGV[1])
 for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
-return redis.call('HGETALL', KEYS[1])`
+if ARGV[3] == '1' then return {reindex, redis.call('HGETALL', KEYS[1])} end
+return {reindex, redis.call('HMGET', KEYS[1], 'requestCount', 'calculationCount', 'logLevel', 'subscriptions')}`
   },
   /** KEYS s h st e; ARGV ttlMs field value ... */
   mcpCreate: {
@@ -138,6 +152,7 @@ export class RedisSessionStore implements SessionStore {
   readonly #ttlMs: number
   readonly #historyLimit: number
   readonly #eventLimit: number
+  readonly #indexEveryMs: number
   readonly #observer?: ServerObserver
 
   /** The client is borrowed: closing the store leaves it open for its owner to close. */
@@ -149,6 +164,7 @@ export class RedisSessionStore implements SessionStore {
     this.#ttlMs = options.ttlSeconds * 1000
     this.#historyLimit = options.historyLimit
     this.#eventLimit = options.eventLimit ?? DEFAULT_EVENT_LIMIT
+    this.#indexEveryMs = Math.min(this.#ttlMs / 10, MAX_INDEX_LAG_MS)
     this.#observer = options.observer
   }
 
@@ -162,6 +178,7 @@ export class RedisSessionStore implements SessionStore {
       'subscriptions', JSON.stringify(record.subscriptions),
       'requestCount', record.requestCount,
       'calculationCount', record.calculationCount,
+      'indexedAt', record.lastActivityAt,
       ...(record.logLevel === undefined ? [] : ['logLevel', record.logLevel])
     ]
     await this.#run('create', async () => {
@@ -170,13 +187,26 @@ export class RedisSessionStore implements SessionStore {
     })
   }
 
-  async touch (id: string): Promise<SessionRecord | undefined> {
+  async touch (id: string, known?: SessionRecord): Promise<SessionRecord | undefined> {
     const now = Date.now()
-    const fields = await this.#run('touch', () => this.#redis.mcpTouch(...keys(id), now, this.#ttlMs)) as string[] | null
-    if (fields === null) return undefined
-    // Only for counting: not awaited, so the request waits on one round trip.
-    this.#redis.zadd(SESSIONS, now, id).catch(() => {})
-    return toRecord(fields)
+    const reply = await this.#run('touch', () => this.#redis.mcpTouch(...keys(id), now, this.#ttlMs, known === undefined ? '1' : '0', this.#indexEveryMs)) as [number, Array<string | null>] | null
+    if (reply === null) return undefined
+    const [reindex, fields] = reply
+    // The index only counts live sessions, so it may lag activity by indexEveryMs; not awaited.
+    if (reindex === 1) this.#redis.zadd(SESSIONS, now, id).catch(() => {})
+    if (known === undefined) return toRecord(fields as string[])
+    const [requestCount, calculationCount, logLevel, subscriptions] = fields
+    return {
+      id,
+      createdAt: known.createdAt,
+      lastActivityAt: now,
+      protocolVersion: known.protocolVersion,
+      initializeParams: known.initializeParams,
+      ...(logLevel !== null && { logLevel: logLevel as LogLevel }),
+      subscriptions: JSON.parse(subscriptions ?? '[]'),
+      requestCount: Number(requestCount),
+      calculationCount: Number(calculationCount ?? 0)
+    }
   }
 
   async get (id: string): Promise<SessionRecord | undefined> {
@@ -253,7 +283,8 @@ export class RedisSessionStore implements SessionStore {
 
   async count (): Promise<number> {
     return this.#run('count', async () => {
-      const expired = await this.#redis.zremrangebyscore(SESSIONS, '-inf', Date.now() - this.#ttlMs)
+      // A score lags the last activity by less than indexEveryMs: only sessions surely expired go.
+      const expired = await this.#redis.zremrangebyscore(SESSIONS, '-inf', Date.now() - this.#ttlMs - this.#indexEveryMs)
       if (expired > 0) this.#observer?.sessionsExpired?.(expired)
       return this.#redis.zcard(SESSIONS)
     })

@@ -61,8 +61,12 @@ export interface SessionStore {
   readonly mode: 'memory' | 'redis'
   /** Stores a new session; it is readable by every node once this resolves. */
   create (record: SessionRecord): Promise<void>
-  /** Counts one request, slides the expiry of every key of the session, and returns it; undefined when gone. */
-  touch (id: string): Promise<SessionRecord | undefined>
+  /**
+   * Counts one request, slides the expiry of every key of the session, and returns it; undefined
+   * when gone. With `known`, the record as this node last read it, only what other nodes may have
+   * changed since is read back.
+   */
+  touch (id: string, known?: SessionRecord): Promise<SessionRecord | undefined>
   /** Reads a session without counting a request. */
   get (id: string): Promise<SessionRecord | undefined>
   /** Ends a session and its history; false when it did not exist. */

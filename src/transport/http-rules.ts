@@ -6,16 +6,14 @@ export const MAX_BATCH_MESSAGES = 100
 /** Deepest nesting of arrays and objects accepted in a message; MCP messages need a handful of levels. */
 export const MAX_NESTING = 64
 
-/** Whether a parsed value nests arrays or objects deeper than `limit`, checked without recursion. */
+/** Whether a parsed value nests arrays or objects deeper than `limit`; recursion stops at `limit`. */
 export function nestedDeeperThan (value: unknown, limit: number): boolean {
-  const stack: Array<[unknown, number]> = [[value, 1]]
-  while (stack.length > 0) {
-    const [item, depth] = stack.pop()!
-    if (typeof item !== 'object' || item === null) continue
-    if (depth > limit) return true
-    for (const child of Array.isArray(item) ? item : Object.values(item)) {
-      if (typeof child === 'object' && child !== null) stack.push([child, depth + 1])
-    }
+  if (typeof value !== 'object' || value === null) return false
+  if (limit === 0) return true
+  if (Array.isArray(value)) {
+    for (const child of value) if (nestedDeeperThan(child, limit - 1)) return true
+  } else {
+    for (const key in value) if (nestedDeeperThan((value as Record<string, unknown>)[key], limit - 1)) return true
   }
   return false
 }
@@ -31,9 +29,20 @@ export function accepts (header: string | undefined, type: string): boolean {
   return false
 }
 
+/** Accept headers already judged, per list of types: a client sends the same one every time. */
+const judged = new WeakMap<readonly string[], Map<string, boolean>>()
+const MAX_JUDGED = 100
+
 /** @throws {NotAcceptableError} unless the Accept header admits every type. */
 export function requireAccept (header: string | undefined, types: readonly string[]): void {
-  for (const type of types) if (!accepts(header, type)) throw new NotAcceptableError(types.join(' and '))
+  let seen = judged.get(types)
+  if (seen === undefined) judged.set(types, seen = new Map())
+  let ok = header === undefined ? false : seen.get(header)
+  if (ok === undefined) {
+    ok = types.every(type => accepts(header, type))
+    if (seen.size < MAX_JUDGED) seen.set(header!, ok)
+  }
+  if (!ok) throw new NotAcceptableError(types.join(' and '))
 }
 
 /**

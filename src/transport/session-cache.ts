@@ -1,16 +1,15 @@
 import { randomUUID } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
-import type { Server } from '@modelcontextprotocol/sdk/server/index.js'
 import type { JSONRPCMessage, JSONRPCRequest } from '@modelcontextprotocol/sdk/types.js'
-import { type SessionServices, SessionState, createSessionServer } from '../mcp/session-server.js'
+import { type SessionServices, SessionServer, SessionState, initializeResult } from '../mcp/session-server.js'
 import type { InitializeParams, SessionRecord } from '../stores/session-store.js'
 import type { BusMessage } from './bus.js'
 import { SessionTransport, type TransportServices } from './session-transport.js'
 
-/** A session that is live on this node: its record, SDK server and transport. */
+/** A session that is live on this node: its record, server and transport. */
 export interface LiveSession {
   state: SessionState
-  server: Server
+  server: SessionServer
   transport: SessionTransport
 }
 
@@ -22,20 +21,17 @@ export interface SessionCacheOptions {
   onRebuilt? (): void
 }
 
-const REBUILD_ID = 'rebuild'
-
 /**
  * The transport cache: a bounded set of live sessions on this node. A session found in the store
- * but not here (evicted, or initialized on another node) is rebuilt just in time by replaying its
- * `initialize` through a fresh server, so the SDK normalises the client's capabilities as it did
- * the first time. Dropping a live session closes only its server and streams on this node.
+ * but not here (evicted, or initialized on another node) is rebuilt just in time from its record:
+ * a server and a transport, no messages replayed. Dropping a live session closes only its server
+ * and streams on this node.
  */
 export class SessionCache {
   readonly #services: SessionServices
   readonly #transportServices: TransportServices
   readonly #options: SessionCacheOptions
   readonly #live: LRUCache<string, LiveSession>
-  readonly #building = new Map<string, Promise<LiveSession>>()
   readonly #sweeper: NodeJS.Timeout
 
   constructor (services: SessionServices, transportServices: TransportServices, options: SessionCacheOptions) {
@@ -48,7 +44,7 @@ export class SessionCache {
       ttl: options.idleMs,
       updateAgeOnGet: true,
       // A session dropped here may still be answering requests: it closes once they are done.
-      dispose: live => { live.transport.retire(() => { live.server.close().catch(() => {}) }) }
+      dispose: live => { live.transport.retire(() => { live.transport.close().catch(() => {}) }) }
     })
     this.#sweeper = setInterval(() => this.#live.purgeStale(), Math.min(options.idleMs, 60_000))
     this.#sweeper.unref()
@@ -63,67 +59,64 @@ export class SessionCache {
    * @throws {StorageUnavailableError} when the store cannot be written.
    */
   async initialize (request: JSONRPCRequest): Promise<{ sessionId?: string, response: JSONRPCMessage }> {
+    const answer = initializeResult(request.params, this.#services.serverInfo)
+    if ('error' in answer) return { response: { jsonrpc: '2.0', id: request.id, error: answer.error } }
     const now = Date.now()
-    const params = request.params as unknown as InitializeParams
-    const state = new SessionState({
+    const { protocolVersion, capabilities, clientInfo } = request.params as unknown as InitializeParams
+    const record: SessionRecord = {
       id: randomUUID(),
       createdAt: now,
       lastActivityAt: now,
-      protocolVersion: '',
-      initializeParams: params,
+      protocolVersion: answer.result.protocolVersion,
+      initializeParams: { protocolVersion, capabilities, clientInfo },
       subscriptions: [],
       requestCount: 1,
       calculationCount: 0
-    })
-    const live = await this.#connect(state)
-    const response = await live.transport.dispatch(request)
-    if (!('result' in response)) {
-      await live.server.close()
-      return { response }
     }
-    state.record.protocolVersion = String(response.result.protocolVersion)
-    try {
-      await this.#services.store.create(state.record)
-    } catch (error) {
-      await live.server.close()
-      throw error
-    }
-    this.#live.set(state.record.id, live)
-    return { sessionId: state.record.id, response }
+    await this.#services.store.create(record)
+    this.#live.set(record.id, this.#connect(record))
+    return { sessionId: record.id, response: { result: answer.result, jsonrpc: '2.0', id: request.id } as JSONRPCMessage }
   }
 
   /**
-   * The live session for `id`, counting the request in the store and leased to the caller, who
-   * must `release()` its transport once it has handed over its messages; rebuilt here when this
-   * node does not hold it. Undefined when the session expired, was deleted or never existed.
+   * Counts a request for session `id` in the store and reads back its record; `acquire` takes the
+   * result. Started as a request arrives, its store round trip overlaps the rate limiter's (in
+   * Redis, the two share one pipeline). A session live here is read back in part only.
    * @throws {StorageUnavailableError} when the store cannot be reached.
    */
-  async acquire (id: string): Promise<LiveSession | undefined> {
-    const record = await this.#services.store.touch(id)
+  touch (id: string): Promise<SessionRecord | undefined> {
+    return this.#services.store.touch(id, this.#live.peek(id)?.state.record)
+  }
+
+  /**
+   * The live session for `id`, given its `touch`, leased to the caller, who must `release()` its
+   * transport once it has handed over its messages; rebuilt here when this node does not hold it.
+   * Undefined when the session expired, was deleted or never existed.
+   * @throws {StorageUnavailableError} when the store cannot be reached.
+   */
+  async acquire (id: string, touched = this.touch(id)): Promise<LiveSession | undefined> {
+    const record = await touched
     if (record === undefined) {
       this.#live.delete(id)
       return undefined
     }
     // A session closed by eviction between being found and leased is found (rebuilt) again.
     for (;;) {
-      const live = await this.#find(record)
+      const live = this.#find(record)
       if (live.transport.lease()) return live
     }
   }
 
-  async #find (record: SessionRecord): Promise<LiveSession> {
-    const id = record.id
-    const live = this.#live.get(id)
+  #find (record: SessionRecord): LiveSession {
+    const live = this.#live.get(record.id)
     if (live !== undefined) {
       live.state.record = record
       return live
     }
-    let building = this.#building.get(id)
-    if (building === undefined) {
-      building = this.#rebuild(record).finally(() => this.#building.delete(id))
-      this.#building.set(id, building)
-    }
-    return building
+    const rebuilt = this.#connect(record)
+    this.#live.set(record.id, rebuilt)
+    this.#options.onRebuilt?.()
+    return rebuilt
   }
 
   /** Drops a session from this node. */
@@ -150,25 +143,9 @@ export class SessionCache {
     for (const live of this.#live.values()) live.transport.endStandaloneStream()
   }
 
-  async #rebuild (record: SessionRecord): Promise<LiveSession> {
-    const live = await this.#connect(new SessionState(record))
-    await live.transport.dispatch({
-      jsonrpc: '2.0',
-      id: REBUILD_ID,
-      method: 'initialize',
-      params: { ...record.initializeParams, protocolVersion: record.protocolVersion }
-    })
-    live.transport.onmessage?.({ jsonrpc: '2.0', method: 'notifications/initialized' })
-    this.#live.set(record.id, live)
-    this.#options.onRebuilt?.()
-    return live
-  }
-
-  async #connect (state: SessionState): Promise<LiveSession> {
-    const server = createSessionServer(this.#services, state)
-    const transport = new SessionTransport(state.record.id, this.#transportServices, () => state.record.protocolVersion)
-    server.onerror = error => this.#services.logError(error, 'MCP session error')
-    await server.connect(transport)
-    return { state, server, transport }
+  #connect (record: SessionRecord): LiveSession {
+    const state = new SessionState(record)
+    const transport = new SessionTransport(record.id, this.#transportServices, () => state.record.protocolVersion)
+    return { state, server: new SessionServer(this.#services, state, transport), transport }
   }
 }

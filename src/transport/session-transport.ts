@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import type { ServerResponse } from 'node:http'
 import type { Transport, TransportSendOptions } from '@modelcontextprotocol/sdk/shared/transport.js'
-import { ErrorCode, type JSONRPCMessage, type JSONRPCRequest, type MessageExtraInfo, type RequestId } from '@modelcontextprotocol/sdk/types.js'
+import { type JSONRPCMessage, type JSONRPCRequest, type MessageExtraInfo, type RequestId } from '@modelcontextprotocol/sdk/types.js'
 import { ConflictError, InvalidRequestError } from '../errors.js'
 import { type SessionStore, type StoredEvent, streamOfEventId } from '../stores/session-store.js'
 import type { ServerObserver } from '../observer.js'
@@ -53,22 +53,8 @@ const isRequest = (message: JSONRPCMessage): message is JSONRPCRequest =>
   'method' in message && 'id' in message
 
 /**
- * The SDK answers request params that fail its schema with -32603 and the schema library's issue
- * list as the message; a client should see -32602 and a readable reason.
- */
-function asInvalidParams<T extends JSONRPCMessage> (message: T): T {
-  if (!('error' in message) || message.error.code !== ErrorCode.InternalError || !message.error.message.startsWith('[')) return message
-  let reason = 'the params do not match the method\'s schema'
-  try {
-    const [issue] = JSON.parse(message.error.message) as Array<{ path?: unknown[], message?: string }>
-    if (issue !== undefined) reason = `${(issue.path ?? []).join('.')}: ${issue.message ?? 'invalid'}`
-  } catch {}
-  return { ...message, error: { code: ErrorCode.InvalidParams, message: `Invalid params: ${reason}` } }
-}
-
-/**
- * The SDK `Transport` of one session on this node. It takes JSON-RPC messages that Fastify already
- * parsed and routes what the SDK server sends:
+ * The transport of one session on this node, implementing the SDK's public `Transport` interface.
+ * It takes JSON-RPC messages that Fastify already parsed and routes what the session server sends:
  * - a response goes to the POST that carried its request: one JSON body when nothing was streamed
  *   for that POST (the fast path), else the last event of its SSE stream;
  * - a message related to a request opens (or continues) that POST's SSE stream;
@@ -86,9 +72,9 @@ export class SessionTransport implements Transport {
   readonly #protocolVersion: () => string
   readonly #exchanges = new Map<RequestId, Exchange>()
   readonly #streams = new Map<string, SseStream>()
-  /** Server requests awaiting the client's answer: id on the wire -> id the SDK chose. */
+  /** Server requests awaiting the client's answer: id on the wire -> id the session server chose. */
   readonly #awaiting = new Map<string, RequestId>()
-  /** Makes the ids of server requests unique across nodes, since each SDK server counts from 0. */
+  /** Makes the ids of server requests unique across nodes, since each session server counts from 0. */
   readonly #requestPrefix = `${randomBytes(6).toString('base64url')}-`
   #chain: Promise<void> = Promise.resolve()
   #closed = false
@@ -110,7 +96,7 @@ export class SessionTransport implements Transport {
       const exchange = this.#exchanges.get(message.id)
       if (exchange !== undefined) {
         this.#exchanges.delete(message.id)
-        this.#respond(exchange, message.id, asInvalidParams(message))
+        this.#respond(exchange, message.id, message)
         this.#closeIfRetired()
       }
       return
@@ -174,7 +160,7 @@ export class SessionTransport implements Transport {
   }
 
   /**
-   * Delivers the messages of one POST to the SDK server. When they include requests, their answers
+   * Delivers the messages of one POST to the session server. When they include requests, their answers
    * go to `sink`; returns whether any did. A client's response to a server request that another
    * node made is passed on over the bus.
    * @throws {InvalidRequestError} when a request id is already in flight on this session.
@@ -200,13 +186,6 @@ export class SessionTransport implements Transport {
       }
     }
     return ids.length > 0
-  }
-
-  /** Sends one request through the server and resolves with its response; streamed messages are dropped. */
-  dispatch (request: JSONRPCRequest): Promise<JSONRPCMessage> {
-    return new Promise(resolve => {
-      this.post([request], false, { json: body => resolve(body as JSONRPCMessage), stream: () => undefined })
-    })
   }
 
   /**
@@ -353,7 +332,7 @@ export class SessionTransport implements Transport {
     return this.#services.bus.publish(message)
   }
 
-  /** A cancelled request gets no response from the SDK; its POST must still end. */
+  /** A cancelled request gets no response from the session server; its POST must still end. */
   #cancelled (id: RequestId | undefined): void {
     const exchange = id === undefined ? undefined : this.#exchanges.get(id)
     if (exchange === undefined || id === undefined) return
