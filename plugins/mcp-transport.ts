@@ -15,7 +15,7 @@ export interface McpEndpoint {
   get (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply>
   delete (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply>
   /** onRequest hook: a present Origin that is not allowed gets 403. */
-  verifyOrigin (request: FastifyRequest, reply: FastifyReply): Promise<void>
+  verifyOrigin (request: FastifyRequest, reply: FastifyReply, done: (error?: Error) => void): void
   /**
    * onRequest hook, before the rate limiter's: starts the store round trip of the session the
    * request names, so that it runs alongside the rate limiter's instead of after it.
@@ -46,11 +46,14 @@ function sessionIdOf (request: FastifyRequest): string {
   return id
 }
 
-/** Sends SSE response headers at once (with the headers hooks already set, such as CORS). */
-function openSse (reply: FastifyReply, sessionId: string) {
+/**
+ * Starts an SSE response (with the headers hooks already set, such as CORS). A GET stream sends
+ * its headers at once; a POST's leave with its first events.
+ */
+function openSse (reply: FastifyReply, sessionId: string, flush: boolean) {
   reply.hijack()
   reply.raw.writeHead(200, { ...reply.getHeaders(), ...sseHeaders(sessionId) } as Record<string, string>)
-  reply.raw.flushHeaders()
+  if (flush) reply.raw.flushHeaders()
   return reply.raw
 }
 
@@ -117,11 +120,11 @@ export default fp(async function mcpTransport (fastify) {
         const answered = live.transport.post(messages, batch, {
           json: resolve,
           stream: () => {
-            const raw = openSse(reply, live.transport.sessionId)
+            const raw = openSse(reply, live.transport.sessionId, false)
             resolve(STREAMED)
             return raw
           }
-        }, { requestInfo: { headers: request.headers } })
+        })
         if (!answered) resolve(undefined)
       }))
       if (answer === STREAMED) return reply
@@ -135,7 +138,7 @@ export default fp(async function mcpTransport (fastify) {
       requireAccept(request.headers.accept, GET_ACCEPT)
       checkProtocolVersion(request.headers['mcp-protocol-version'])
       const lastEventId = request.headers['last-event-id']
-      await withSession(request, live => live.transport.openStream(() => openSse(reply, live.transport.sessionId), typeof lastEventId === 'string' && lastEventId !== '' ? lastEventId : undefined))
+      await withSession(request, live => live.transport.openStream(() => openSse(reply, live.transport.sessionId, true), typeof lastEventId === 'string' && lastEventId !== '' ? lastEventId : undefined))
       return reply
     },
 
@@ -149,9 +152,9 @@ export default fp(async function mcpTransport (fastify) {
       return reply.code(200).send()
     },
 
-    async verifyOrigin (request) {
+    verifyOrigin (request, _reply, done) {
       const origin = request.headers.origin
-      if (origin !== undefined && !originAllowed(origin)) throw new ForbiddenOriginError()
+      done(origin !== undefined && !originAllowed(origin) ? new ForbiddenOriginError() : undefined)
     },
 
     touchSession (request, _reply, done) {
@@ -168,7 +171,10 @@ export default fp(async function mcpTransport (fastify) {
   fastify.decorateRequest('sessionTouched', undefined)
   fastify.decorate('mcp', endpoint)
   fastify.decorate('sessionCache', cache)
-  fastify.addHook('onRequest', async (_request, reply) => { reply.header('x-served-by', config.NODE_ID) })
+  fastify.addHook('onRequest', (_request, reply, done) => {
+    reply.header('x-served-by', config.NODE_ID)
+    done()
+  })
   // GET streams end as shutdown begins, so clients resume them elsewhere and close() does not wait
   // on them; requests in flight finish; live sessions close only after the server has stopped.
   // Node closes the connections that are idle when the server stops listening; a keep-alive

@@ -1,13 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyRequest } from 'fastify'
 
-declare module 'fastify' {
-  interface FastifyRequest {
-    /** When the request arrived, for the completion log line. */
-    startedAt: number
-  }
-}
-
 /** The session id a request names, shortened for the log. */
 export function sessionIdForLog (request: FastifyRequest): string | undefined {
   const sessionId = request.headers['mcp-session-id']
@@ -21,20 +14,19 @@ export function sessionIdForLog (request: FastifyRequest): string | undefined {
  * per-request child logger is made on the hot path. Tool arguments and headers are never logged.
  */
 export default fp(async function requestLog (fastify) {
-  // pino's setBindings, which Fastify's logger type does not declare; absent when logging is off.
-  const log = fastify.log as typeof fastify.log & { setBindings?: (bindings: object) => void }
+  // pino's setBindings and isLevelEnabled, which Fastify's logger type does not declare; absent when logging is off.
+  const log = fastify.log as typeof fastify.log & { setBindings?: (bindings: object) => void, isLevelEnabled?: (level: string) => boolean }
   log.setBindings?.({ node: fastify.config.NODE_ID })
-  fastify.decorateRequest('startedAt', 0)
-  fastify.addHook('onRequest', async request => {
-    request.startedAt = performance.now()
-  })
-  fastify.addHook('onResponse', async (request, reply) => {
+  // The level is fixed at start: below info, no hook runs at all.
+  if (log.isLevelEnabled?.('info') === false) return
+  fastify.addHook('onResponse', (request, reply, done) => {
     request.log.info({
       sessionId: sessionIdForLog(request),
       method: request.method,
       url: request.url.slice(0, 200),
       statusCode: reply.statusCode,
-      ms: Math.round((performance.now() - request.startedAt) * 10) / 10
+      ms: Math.round(reply.elapsedTime * 10) / 10
     }, 'request completed')
+    done()
   })
 }, { name: 'request-log', dependencies: ['config'] })

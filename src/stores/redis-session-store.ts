@@ -109,14 +109,17 @@ local n = redis.call('LLEN', KEYS[2])
 redis.call('DEL', KEYS[2])
 return n`
   },
-  /** KEYS s e; ARGV streamId message limit ttlMs. Returns the stream entry id. */
-  mcpAppendEvent: {
+  /** KEYS s e; ARGV limit ttlMs (streamId message)... Returns the stream entry ids, in order. */
+  mcpAppendEvents: {
     keys: 2,
     lua: `
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 's', ARGV[1], 'm', ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-return id`
+local ids = {}
+for i = 3, #ARGV, 2 do
+  ids[#ids + 1] = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 's', ARGV[i], 'm', ARGV[i + 1])
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return ids`
   }
 } as const
 
@@ -124,6 +127,12 @@ type ScriptName = keyof typeof SCRIPTS
 type Client = (Redis | Cluster) & Record<ScriptName, (...args: Array<string | number>) => Promise<unknown>>
 
 const STREAM_ENTRY_ID = /^\d+-\d+$/
+
+interface PendingEvent {
+  streamId: string
+  message: JSONRPCMessage | null
+  done (entryId: string | undefined, error?: unknown): void
+}
 
 function toRecord (fields: string[]): SessionRecord {
   const hash: Record<string, string> = {}
@@ -154,6 +163,7 @@ export class RedisSessionStore implements SessionStore {
   readonly #eventLimit: number
   readonly #indexEveryMs: number
   readonly #observer?: ServerObserver
+  readonly #eventBatches = new Map<string, PendingEvent[]>()
 
   /** The client is borrowed: closing the store leaves it open for its owner to close. */
   constructor (redis: Redis | Cluster, options: SessionStoreOptions) {
@@ -235,10 +245,10 @@ export class RedisSessionStore implements SessionStore {
 
   async appendHistory (id: string, entry: NewHistoryEntry): Promise<HistoryEntry> {
     const timestamp = new Date().toISOString()
-    const json = JSON.stringify({ ...entry, timestamp })
+    const json = JSON.stringify({ operation: entry.operation, expression: entry.expression, inputs: entry.inputs, result: entry.result, timestamp })
     const [s, h, st] = keys(id)
     const calculationId = await this.#run('appendHistory', () => this.#redis.mcpAppendHistory(s, h, st, json.slice(1), this.#historyLimit, entry.operation, this.#ttlMs))
-    return { id: calculationId === null ? '' : String(calculationId), ...entry, timestamp }
+    return { id: calculationId === null ? '' : String(calculationId), operation: entry.operation, expression: entry.expression, inputs: entry.inputs, result: entry.result, timestamp }
   }
 
   async history (id: string, limit?: number): Promise<HistoryEntry[]> {
@@ -262,10 +272,32 @@ export class RedisSessionStore implements SessionStore {
     return Object.fromEntries(Object.entries(hash).map(([op, n]) => [op, Number(n)]))
   }
 
-  async appendEvent (id: string, streamId: string, message: JSONRPCMessage | null): Promise<string | undefined> {
+  /** Events of one session appended in the same tick (a priming event and the first progress, say) go in one script call. */
+  appendEvent (id: string, streamId: string, message: JSONRPCMessage | null): Promise<string | undefined> {
+    let batch = this.#eventBatches.get(id)
+    if (batch === undefined) {
+      batch = []
+      this.#eventBatches.set(id, batch)
+      process.nextTick(() => this.#appendEvents(id))
+    }
+    const event: PendingEvent = { streamId, message, done: () => {} }
+    const appended = new Promise<string | undefined>((resolve, reject) => { event.done = (entryId, error) => error === undefined ? resolve(entryId) : reject(error) })
+    batch.push(event)
+    return appended
+  }
+
+  async #appendEvents (id: string): Promise<void> {
+    const batch = this.#eventBatches.get(id)!
+    this.#eventBatches.delete(id)
     const [s, , , e] = keys(id)
-    const entryId = await this.#run('appendEvent', () => this.#redis.mcpAppendEvent(s, e, streamId, message === null ? '' : JSON.stringify(message), this.#eventLimit, this.#ttlMs)) as string | null
-    return entryId === null ? undefined : `${streamId}.${entryId}`
+    const args: string[] = []
+    for (const { streamId, message } of batch) args.push(streamId, message === null ? '' : JSON.stringify(message))
+    try {
+      const entryIds = await this.#run('appendEvent', () => this.#redis.mcpAppendEvents(s, e, this.#eventLimit, this.#ttlMs, ...args)) as string[] | null
+      batch.forEach((event, i) => event.done(entryIds === null ? undefined : `${event.streamId}.${entryIds[i]}`))
+    } catch (error) {
+      for (const event of batch) event.done(undefined, error)
+    }
   }
 
   async eventsAfter (id: string, lastEventId: string): Promise<{ streamId: string, events: StoredEvent[] } | undefined> {

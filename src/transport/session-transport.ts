@@ -10,6 +10,10 @@ import { SseStream } from './sse.js'
 
 /** The stream id of a session's GET stream; POST streams get random ids. */
 export const STANDALONE_STREAM = 'get'
+/** Ids of POST streams and of server requests: unique across nodes by a prefix per process, then counted. */
+const PROCESS_PREFIX = randomBytes(6).toString('base64url')
+let streams = 0
+let transports = 0
 /** Priming events (an id to resume from) are part of the 2025-11-25 revision. */
 const PRIMING_SINCE = '2025-11-25'
 
@@ -75,7 +79,7 @@ export class SessionTransport implements Transport {
   /** Server requests awaiting the client's answer: id on the wire -> id the session server chose. */
   readonly #awaiting = new Map<string, RequestId>()
   /** Makes the ids of server requests unique across nodes, since each session server counts from 0. */
-  readonly #requestPrefix = `${randomBytes(6).toString('base64url')}-`
+  readonly #requestPrefix = `${PROCESS_PREFIX}${(transports++).toString(36)}-`
   #chain: Promise<void> = Promise.resolve()
   #closed = false
   /** Requests between finding this session in the cache and handing it their messages. */
@@ -165,7 +169,7 @@ export class SessionTransport implements Transport {
    * node made is passed on over the bus.
    * @throws {InvalidRequestError} when a request id is already in flight on this session.
    */
-  post (messages: JSONRPCMessage[], batch: boolean, sink: ExchangeSink, extra?: MessageExtraInfo): boolean {
+  post (messages: JSONRPCMessage[], batch: boolean, sink: ExchangeSink): boolean {
     const ids: RequestId[] = []
     for (const message of messages) {
       if (!isRequest(message)) continue
@@ -182,7 +186,7 @@ export class SessionTransport implements Transport {
       else if ('method' in message) {
         if (message.method === 'notifications/cancelled') this.#cancelled(message.params?.requestId as RequestId | undefined)
         const exchange = isRequest(message) ? this.#exchanges.get(message.id) : undefined
-        this.onmessage?.(message, exchange === undefined ? extra : { ...extra, closeSSEStream: () => this.#poll(exchange) })
+        this.onmessage?.(message, exchange === undefined ? undefined : { closeSSEStream: () => this.#poll(exchange) })
       }
     }
     return ids.length > 0
@@ -255,7 +259,7 @@ export class SessionTransport implements Transport {
 
   /** Switches a POST's answer to SSE: a primed stream, then any responses already waiting. */
   #openStream (exchange: Exchange): void {
-    const streamId = randomBytes(6).toString('base64url')
+    const streamId = `${PROCESS_PREFIX}${(streams++).toString(36)}`
     exchange.streamId = streamId
     const res = exchange.sink.stream()
     if (res !== undefined) {

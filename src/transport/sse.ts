@@ -26,6 +26,7 @@ export class SseStream {
   #held?: Array<[JSONRPCMessage | null, string | undefined]>
   #keepAlive?: NodeJS.Timeout
   #open = true
+  #corked = false
   onClose?: () => void
 
   constructor (res: ServerResponse, streamId: string, keepAliveMs = 0) {
@@ -78,8 +79,18 @@ export class SseStream {
     this.#closed()
   }
 
+  /** Events written in one tick leave in one write. */
   #write (chunk: string): void {
-    if (this.#open && !this.#res.writableEnded) this.#res.write(chunk)
+    if (!this.#open || this.#res.writableEnded) return
+    if (!this.#corked) {
+      this.#corked = true
+      this.#res.cork()
+      process.nextTick(() => {
+        this.#corked = false
+        this.#res.uncork()
+      })
+    }
+    this.#res.write(chunk)
   }
 
   #closed (): void {

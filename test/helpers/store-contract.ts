@@ -54,6 +54,16 @@ export function storeContract (t: Test, make: (options: SessionStoreOptions) => 
     const read = await store.get(record.id)
     t.equal(read?.logLevel, 'warning')
     t.same(read?.subscriptions, ['calculator://history'])
+    await store.appendHistory(record.id, entry(1))
+    // A node holding the record as it was at creation reads back what changed since.
+    const touched = await store.touch(record.id, structuredClone(record))
+    t.equal(touched?.logLevel, 'warning')
+    t.same(touched?.subscriptions, ['calculator://history'])
+    t.equal(touched?.requestCount, 2)
+    t.equal(touched?.calculationCount, 1)
+    t.same(touched?.initializeParams, record.initializeParams)
+    t.equal(touched?.protocolVersion, record.protocolVersion)
+    t.same(await store.touch(record.id, touched), { ...touched, requestCount: 3, lastActivityAt: (await store.get(record.id))!.lastActivityAt })
   })
 
   t.test('history is bounded, ordered, findable, and counted', async t => {
