@@ -20,7 +20,7 @@ const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10)
 const DURATION = Number(process.env.BENCH_DURATION ?? 5)
 const QUICK = process.env.BENCH_QUICK === 'true'
 const HEADERS = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' }
-const SERVER_ENV = { LOG_LEVEL: 'warn', RATE_LIMIT_MAX: '100000000', MAX_EVENT_LOOP_DELAY_MS: '0', TEST_LOG_LEVEL: 'warn' }
+const SERVER_ENV = { LOG_LEVEL: 'warn', RATE_LIMIT_MAX: '100000000', MAX_EVENT_LOOP_DELAY_MS: '1000', TEST_LOG_LEVEL: 'warn' }
 
 interface Load { requests: number, p50: number, p975: number, p99: number, non2xx: number, errors: number }
 interface Row { scenario: string, settings: string, load?: Load, baseline?: Load, ratio?: number, figure?: string, target: string, met?: boolean }

@@ -100,7 +100,7 @@ export function initializeResult (params: unknown, serverInfo: SessionServices['
 }
 
 /** A JSON-RPC error response for what a handler threw; errors nobody planned for are logged, not shown. */
-export function errorResponse (id: RequestId, error: unknown, logError: SessionServices['logError']): JSONRPCMessage {
+function errorResponse (id: RequestId, error: unknown, logError: SessionServices['logError']): JSONRPCMessage {
   let code: number = ErrorCode.InternalError
   let message = 'Internal error'
   let data: unknown

@@ -26,7 +26,7 @@ export class SseStream {
   #held?: Array<[JSONRPCMessage | null, string | undefined]>
   #keepAlive?: NodeJS.Timeout
   #open = true
-  #corked = false
+  #pending = ''
   onClose?: () => void
 
   constructor (res: ServerResponse, streamId: string, keepAliveMs = 0) {
@@ -75,22 +75,24 @@ export class SseStream {
   end (retryMs?: number): void {
     if (!this.#open) return
     if (retryMs !== undefined) this.#write(`retry: ${retryMs}\n\n`)
-    this.#res.end()
+    // What is still pending leaves with the end of the response.
+    const pending = this.#pending
+    this.#pending = ''
+    if (!this.#res.writableEnded) this.#res.end(pending)
     this.#closed()
   }
 
-  /** Events written in one tick leave in one write. */
+  /** Events written in one tick leave in one write, at the end of the tick. */
   #write (chunk: string): void {
     if (!this.#open || this.#res.writableEnded) return
-    if (!this.#corked) {
-      this.#corked = true
-      this.#res.cork()
-      process.nextTick(() => {
-        this.#corked = false
-        this.#res.uncork()
-      })
-    }
-    this.#res.write(chunk)
+    if (this.#pending === '') process.nextTick(() => this.#flush())
+    this.#pending += chunk
+  }
+
+  #flush (): void {
+    const pending = this.#pending
+    this.#pending = ''
+    if (pending !== '' && !this.#res.writableEnded) this.#res.write(pending)
   }
 
   #closed (): void {
