@@ -52,7 +52,11 @@ function sessionIdOf (request: FastifyRequest): string {
  */
 function openSse (reply: FastifyReply, sessionId: string, flush: boolean) {
   reply.hijack()
-  reply.raw.writeHead(200, { ...reply.getHeaders(), ...sseHeaders(sessionId) } as Record<string, string>)
+  // Copied one by one: spreading both into one literal took V8's slow path.
+  const headers = reply.getHeaders() as Record<string, string>
+  const sse = sseHeaders(sessionId)
+  for (const name in sse) headers[name] = sse[name]!
+  reply.raw.writeHead(200, headers)
   if (flush) reply.raw.flushHeaders()
   return reply.raw
 }

@@ -228,7 +228,7 @@ export class SessionServer implements SessionContext {
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id)
-        this.notify(call, { method: 'notifications/cancelled', params: { requestId: id, reason: 'timed out' } }).catch(() => {})
+        this.notify(call, 'notifications/cancelled', { requestId: id, reason: 'timed out' }).catch(() => {})
         reject(new McpError(ErrorCode.RequestTimeout, 'Request timed out'))
       }, CLIENT_REQUEST_TIMEOUT_MS)
       this.#pending.set(id, {
@@ -245,9 +245,9 @@ export class SessionServer implements SessionContext {
   }
 
   /** A notification about `call`, on its stream; or on the session's stream when `call` is undefined. */
-  async notify (call: Call | undefined, notification: { method: string, params?: Record<string, unknown> }): Promise<void> {
+  async notify (call: Call | undefined, method: string, params: Record<string, unknown>): Promise<void> {
     if (call?.cancelled === true) return
-    await this.transport.send({ jsonrpc: '2.0', ...notification }, call === undefined ? undefined : { relatedRequestId: call.id })
+    await this.transport.send({ jsonrpc: '2.0', method, params }, call === undefined ? undefined : { relatedRequestId: call.id })
   }
 
   /** Whether a message at `level` falls below the level the client set (nothing is below an unset level). */
@@ -259,7 +259,7 @@ export class SessionServer implements SessionContext {
   async log (level: LogLevel, data: unknown): Promise<void> {
     // Activity logs wait for the client to ask for them with logging/setLevel.
     if (this.state.record.logLevel === undefined || this.belowLevel(level)) return
-    await this.notify(undefined, { method: 'notifications/message', params: { level, logger: 'calculator', data } })
+    await this.notify(undefined, 'notifications/message', { level, logger: 'calculator', data })
   }
 
   calculated (operation: string): void {
@@ -267,7 +267,7 @@ export class SessionServer implements SessionContext {
   }
 
   async resourceUpdated (uri: string): Promise<void> {
-    if (this.state.record.subscriptions.includes(uri)) await this.notify(undefined, { method: 'notifications/resources/updated', params: { uri } })
+    if (this.state.record.subscriptions.includes(uri)) await this.notify(undefined, 'notifications/resources/updated', { uri })
   }
 
   /** Requests still running and requests to the client still waiting end here. */
@@ -305,12 +305,12 @@ class ToolCall implements ToolCallContext {
 
   async progress (progress: number, total?: number, message?: string): Promise<void> {
     if (this.#progressToken === undefined) return
-    await this.#session.notify(this.#call, { method: 'notifications/progress', params: { progressToken: this.#progressToken, progress, total, message } })
+    await this.#session.notify(this.#call, 'notifications/progress', { progressToken: this.#progressToken, progress, total, message })
   }
 
   async logToRequest (level: LogLevel, data: unknown): Promise<void> {
     if (this.#session.belowLevel(level)) return
-    await this.#session.notify(this.#call, { method: 'notifications/message', params: { level, logger: 'calculator', data } })
+    await this.#session.notify(this.#call, 'notifications/message', { level, logger: 'calculator', data })
   }
 
   request<T> (request: ServerRequest, resultSchema: { parse (value: unknown): T }): Promise<T> {

@@ -206,17 +206,18 @@ export class RedisSessionStore implements SessionStore {
     if (reindex === 1) this.#redis.zadd(SESSIONS, now, id).catch(() => {})
     if (known === undefined) return toRecord(fields as string[])
     const [requestCount, calculationCount, logLevel, subscriptions] = fields
-    return {
+    const record: SessionRecord = {
       id,
       createdAt: known.createdAt,
       lastActivityAt: now,
       protocolVersion: known.protocolVersion,
       initializeParams: known.initializeParams,
-      ...(logLevel !== null && { logLevel: logLevel as LogLevel }),
       subscriptions: JSON.parse(subscriptions ?? '[]'),
       requestCount: Number(requestCount),
       calculationCount: Number(calculationCount ?? 0)
     }
+    if (logLevel !== null) record.logLevel = logLevel as LogLevel
+    return record
   }
 
   async get (id: string): Promise<SessionRecord | undefined> {
