@@ -2,6 +2,7 @@ import { test } from 'tap'
 import { CallToolResultSchema, ElicitRequestSchema, type ServerNotification } from '@modelcontextprotocol/sdk/types.js'
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { connect, startServer } from './helpers/server.js'
+import { HEADERS, initialize, openStream, parseEvents, post } from './helpers/raw-client.js'
 
 type Structured = Record<string, any>
 
@@ -187,4 +188,33 @@ test('clear_history asks clients that support elicitation, and keeps the history
   answer = true
   const cleared = await client.callTool({ name: 'clear_history', arguments: {} })
   t.same(cleared.structuredContent, { cleared: 1, confirmed: true })
+})
+
+test('notifications/cancelled stops a running tool, and its request gets no answer', async t => {
+  const server = await startServer()
+  t.teardown(() => server.close())
+  const sessionId = await initialize(server.mcpUrl)
+  // A tool still running after its POST ended would send its progress here instead.
+  const stream = await openStream(server.mcpUrl, sessionId)
+  t.teardown(() => stream.close())
+  const response = await fetch(server.mcpUrl, {
+    method: 'POST',
+    headers: { ...HEADERS, 'mcp-session-id': sessionId },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 'slow', method: 'tools/call', params: { name: 'demo_progress', arguments: { steps: 20 }, _meta: { progressToken: 'p' } } })
+  })
+  t.match(response.headers.get('content-type'), /text\/event-stream/)
+  const reader = response.body!.getReader()
+  let text = ''
+  while (!text.includes('notifications/progress')) text += new TextDecoder().decode((await reader.read()).value)
+  const started = Date.now()
+  const cancelled = await post(server.mcpUrl, { jsonrpc: '2.0', method: 'notifications/cancelled', params: { requestId: 'slow', reason: 'changed my mind' } }, sessionId)
+  t.equal(cancelled.status, 202)
+  for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) text += new TextDecoder().decode(chunk.value)
+  t.ok(Date.now() - started < 500, 'the stream ends at once, not after the 19 remaining steps')
+  const messages = parseEvents(text).filter(e => e.message !== undefined).map(e => e.message)
+  t.notOk(messages.some(m => m.id === 'slow'), 'no response for the cancelled request')
+  await new Promise(resolve => setTimeout(resolve, 300))
+  t.same(stream.events.filter(e => e.message?.method === 'notifications/progress'), [], 'the tool stopped: no progress after the cancellation')
+  const after = await post(server.mcpUrl, { jsonrpc: '2.0', id: 'next', method: 'ping' }, sessionId)
+  t.same(after.messages, [{ result: {}, jsonrpc: '2.0', id: 'next' }], 'the session goes on')
 })

@@ -19,7 +19,7 @@ export interface SessionContext {
 }
 
 export interface ToolCallContext extends SessionContext {
-  /** What the client declared in `initialize`, as the SDK normalised it. */
+  /** What the client declared in `initialize`, as stored with the session. */
   readonly clientCapabilities: ClientCapabilities
   /** Sends `notifications/progress` on this request's stream; does nothing when the client sent no progressToken. */
   progress (progress: number, total?: number, message?: string): Promise<void>

@@ -53,9 +53,9 @@ export class SessionCache {
   get size (): number { return this.#live.size }
 
   /**
-   * Runs `initialize` on a new session. The record is written to the store before this resolves,
-   * so the client's next request may land on any node.
-   * Returns the SDK's response; no session is kept when it is an error.
+   * Answers `initialize` with a new session. The record is written to the store before this
+   * resolves, so the client's next request may land on any node.
+   * Returns the JSON-RPC response; params that are not an initialize request's get an error and no session.
    * @throws {StorageUnavailableError} when the store cannot be written.
    */
   async initialize (request: JSONRPCRequest): Promise<{ sessionId?: string, response: JSONRPCMessage }> {
