@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js'
@@ -10,6 +11,13 @@ import { CalculationError, McpHttpError } from '../errors.js'
 import type { ServerObserver, ToolOutcome } from '../observer.js'
 import type { InitializeParams, LogLevel, SessionRecord, SessionStore } from '../stores/session-store.js'
 import { type FeatureRegistry, type SessionContext, type ToolCallContext, ToolInputError, toolError } from './features.js'
+
+/**
+ * Ids of requests to the client: a prefix per process and one per session server, then a count,
+ * so that a client's answer posted to any node finds the one node waiting for it.
+ */
+const REQUEST_ID_PREFIX = randomBytes(6).toString('base64url')
+let servers = 0
 
 /** JSON-RPC code for an unknown resource in the 2025-11-25 revision. */
 export const RESOURCE_NOT_FOUND = -32002
@@ -164,6 +172,7 @@ export class SessionServer implements SessionContext {
   readonly transport: Transport
   readonly #inFlight = new Map<RequestId, Call>()
   readonly #pending = new Map<RequestId, PendingRequest>()
+  readonly #requestIdPrefix = `${REQUEST_ID_PREFIX}${(servers++).toString(36)}-`
   #nextRequestId = 0
   #closed = false
 
@@ -224,7 +233,7 @@ export class SessionServer implements SessionContext {
   request<T> (call: Call, request: ServerRequest, resultSchema: { parse (value: unknown): T }): Promise<T> {
     if (call.cancelled) return Promise.reject(new McpError(ErrorCode.ConnectionClosed, 'Request was cancelled'))
     if (this.#closed) return Promise.reject(new McpError(ErrorCode.ConnectionClosed, 'Connection closed'))
-    const id = this.#nextRequestId++
+    const id = `${this.#requestIdPrefix}${this.#nextRequestId++}`
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id)

@@ -10,10 +10,9 @@ import { SseStream } from './sse.js'
 
 /** The stream id of a session's GET stream; POST streams get random ids. */
 export const STANDALONE_STREAM = 'get'
-/** Ids of POST streams and of server requests: unique across nodes by a prefix per process, then counted. */
+/** Ids of POST streams: unique across nodes by a prefix per process, then counted. */
 const PROCESS_PREFIX = randomBytes(6).toString('base64url')
 let streams = 0
-let transports = 0
 /** Priming events (an id to resume from) are part of the 2025-11-25 revision. */
 const PRIMING_SINCE = '2025-11-25'
 
@@ -76,10 +75,9 @@ export class SessionTransport implements Transport {
   readonly #protocolVersion: () => string
   readonly #exchanges = new Map<RequestId, Exchange>()
   readonly #streams = new Map<string, SseStream>()
-  /** Server requests awaiting the client's answer: id on the wire -> id the session server chose. */
-  readonly #awaiting = new Map<string, RequestId>()
+  /** Ids of this node's server requests still awaiting the client's answer (unique across nodes). */
+  readonly #awaiting = new Set<RequestId>()
   /** Makes the ids of server requests unique across nodes, since each session server counts from 0. */
-  readonly #requestPrefix = `${PROCESS_PREFIX}${(transports++).toString(36)}-`
   #chain: Promise<void> = Promise.resolve()
   #closed = false
   /** Requests between finding this session in the cache and handing it their messages. */
@@ -94,8 +92,7 @@ export class SessionTransport implements Transport {
 
   async start (): Promise<void> {}
 
-  async send (outgoing: JSONRPCMessage, options?: TransportSendOptions): Promise<void> {
-    let message = outgoing
+  async send (message: JSONRPCMessage, options?: TransportSendOptions): Promise<void> {
     if (isResponse(message)) {
       const exchange = this.#exchanges.get(message.id)
       if (exchange !== undefined) {
@@ -105,11 +102,7 @@ export class SessionTransport implements Transport {
       }
       return
     }
-    if (isRequest(message)) {
-      const wireId = `${this.#requestPrefix}${message.id}`
-      this.#awaiting.set(wireId, message.id)
-      message = { ...message, id: wireId }
-    }
+    if (isRequest(message)) this.#awaiting.add(message.id)
     const related = options?.relatedRequestId === undefined ? undefined : this.#exchanges.get(options.relatedRequestId)
     if (related !== undefined && !related.done) this.#stream(related, message)
     else await this.#emit(STANDALONE_STREAM, message)
@@ -235,7 +228,7 @@ export class SessionTransport implements Transport {
         return
       }
       case 'response':
-        if (isResponse(message.message) && this.#awaiting.has(String(message.message.id))) this.#clientResponse(message.message)
+        if (isResponse(message.message) && this.#awaiting.has(message.message.id)) this.#clientResponse(message.message)
         return
       case 'claim':
         if (message.node !== this.#services.nodeId) this.#streams.get(message.streamId)?.end(this.#services.retryMs)
@@ -243,13 +236,11 @@ export class SessionTransport implements Transport {
   }
 
   #clientResponse (message: JSONRPCMessage & { id: RequestId }): void {
-    const original = this.#awaiting.get(String(message.id))
-    if (original === undefined) {
+    if (!this.#awaiting.delete(message.id)) {
       this.#publish({ kind: 'response', sessionId: this.sessionId, message }).catch(error => this.#services.onError(error, 'could not pass a client response on'))
       return
     }
-    this.#awaiting.delete(String(message.id))
-    this.onmessage?.({ ...message, id: original })
+    this.onmessage?.(message)
   }
 
   #stream (exchange: Exchange, message: JSONRPCMessage): void {
