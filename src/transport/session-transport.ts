@@ -8,7 +8,7 @@ import type { ServerObserver } from '../observer.js'
 import type { BusMessage, MessageBus } from './bus.js'
 import { SseStream } from './sse.js'
 
-/** The stream id of a session's GET stream; POST streams get random ids. */
+/** The stream id of a session's GET stream; POST streams get ids unique across nodes. */
 export const STANDALONE_STREAM = 'get'
 /** Ids of POST streams: unique across nodes by a prefix per process, then counted. */
 const PROCESS_PREFIX = randomBytes(6).toString('base64url')
