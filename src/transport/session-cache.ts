@@ -81,7 +81,7 @@ export class SessionCache {
   /**
    * Counts a request for session `id` in the store and reads back its record; `acquire` takes the
    * result. Started as a request arrives, its store round trip overlaps the rate limiter's (in
-   * Redis, the two share one pipeline). A session live here is read back in part only.
+   * Redis, both scripts are in flight at once). A session live here is read back in part only.
    * @throws {StorageUnavailableError} when the store cannot be reached.
    */
   touch (id: string): Promise<SessionRecord | undefined> {
