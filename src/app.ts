@@ -43,9 +43,8 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
 /**
  * Server options for `fastify start -o`. The app is registered without encapsulation; secrets never
  * reach the log; requests are logged once, by the request-log plugin; requests Node's parser refuses
- * get JSON-RPC error bodies too; and during shutdown, requests
- * that still arrive on open connections are served (with `Connection: close`) rather than refused,
- * so a rolling restart fails none.
+ * get JSON-RPC error bodies too; and during shutdown, requests that still arrive on open connections
+ * are served (with `Connection: close`) rather than refused, so a rolling restart fails none.
  */
 export const options: FastifyServerOptions & { skipOverride: boolean } = {
   skipOverride: true,

@@ -77,7 +77,6 @@ export class SessionTransport implements Transport {
   readonly #streams = new Map<string, SseStream>()
   /** Ids of this node's server requests still awaiting the client's answer (unique across nodes). */
   readonly #awaiting = new Set<RequestId>()
-  /** Makes the ids of server requests unique across nodes, since each session server counts from 0. */
   #chain: Promise<void> = Promise.resolve()
   #closed = false
   /** Requests between finding this session in the cache and handing it their messages. */
