@@ -1,55 +1,48 @@
-import { spawn } from 'node:child_process'
+import { type ChildProcess, spawn } from 'node:child_process'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import autocannon from 'autocannon'
 import { Redis } from 'ioredis'
 import { MemorySessionStore } from '../src/stores/memory-session-store.js'
 import { RedisSessionStore } from '../src/stores/redis-session-store.js'
 import type { SessionStore } from '../src/stores/session-store.js'
-import { ROOT, startNode, type ServerNode } from '../test/helpers/nodes.js'
+import { ROOT, startNode } from '../test/helpers/nodes.js'
 import { startRedis, stop } from '../test/helpers/processes.js'
-import { initialize } from '../test/helpers/raw-client.js'
+import { initialize, post } from '../test/helpers/raw-client.js'
+import { type Load, type LoadSpec, load } from './load.js'
 
 /**
  * `npm run bench`: the server under autocannon the way its users load it, each figure next to a
- * bare Fastify JSON echo measured right before it with the same settings. Results go to
- * bench/results/ as JSON, a Markdown table and an SVG chart.
+ * bare Fastify JSON echo measured right before it with the same settings. autocannon runs in a
+ * process of its own (bench/load.ts). With BENCH_PLATFORMATIC, @platformatic/mcp is measured in
+ * the same run as a peer. Results go to bench/results/ as JSON, a Markdown table and an SVG chart.
  */
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10)
 const DURATION = Number(process.env.BENCH_DURATION ?? 4)
 /** Each throughput figure alternates the echo and the server this many times: the machine's speed drifts. */
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
 const QUICK = process.env.BENCH_QUICK === 'true'
+const PLATFORMATIC = process.env.BENCH_PLATFORMATIC
 const HEADERS = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' }
 const SERVER_ENV = { LOG_LEVEL: 'warn', RATE_LIMIT_MAX: '100000000', MAX_EVENT_LOOP_DELAY_MS: '1000', TEST_LOG_LEVEL: 'warn' }
+/** Sequential warm calls over which Redis commands are counted. */
+const COUNTED_CALLS = 500
+const PEER = '@platformatic/mcp'
 
-interface Load { requests: number, p50: number, p975: number, p99: number, non2xx: number, errors: number }
 interface Row { scenario: string, settings: string, load?: Load, baseline?: Load, ratio?: number, figure?: string, target: string, met?: boolean }
 
 const rows: Row[] = []
 const log = (text: string) => process.stdout.write(`${text}\n`)
 
-async function cannon (options: autocannon.Options): Promise<Load> {
-  const result = await autocannon({ connections: CONNECTIONS, pipelining: 1, ...(options.amount === undefined && { duration: DURATION }), idReplacement: true, ...options })
-  return {
-    requests: result.requests.average,
-    p50: result.latency.p50,
-    p975: result.latency.p97_5,
-    p99: result.latency.p99,
-    non2xx: result.non2xx,
-    errors: result.errors
-  }
-}
+/** load.ts gives each connection its own JSON-RPC id. */
+const CALCULATE = { jsonrpc: '2.0', method: 'tools/call', params: { name: 'calculate', arguments: { a: 6, b: 7, op: 'multiply' } } }
+const CALCULATE_SSE = { jsonrpc: '2.0', method: 'tools/call', params: { name: 'calculate', arguments: { a: 6, b: 7, op: 'multiply', stream: true }, _meta: { progressToken: 'bench' } } }
+
+const cannon = (spec: Omit<LoadSpec, 'connections' | 'duration'> & { duration?: number }) => load({ connections: CONNECTIONS, duration: DURATION, ...spec })
 
 let echoUrl = ''
-async function baseline (): Promise<Load> {
-  return cannon({ url: echoUrl, method: 'POST', headers: { 'content-type': 'application/json' }, body: CALCULATE })
-}
-
-// autocannon replaces [<id>] with a unique id per request: a session's requests in flight need distinct ids.
-const CALCULATE = JSON.stringify({ jsonrpc: '2.0', id: '[<id>]', method: 'tools/call', params: { name: 'calculate', arguments: { a: 6, b: 7, op: 'multiply' } } })
-const CALCULATE_SSE = JSON.stringify({ jsonrpc: '2.0', id: '[<id>]', method: 'tools/call', params: { name: 'calculate', arguments: { a: 6, b: 7, op: 'multiply', stream: true }, _meta: { progressToken: 'bench' } } })
+/** The echo gets the body the servers get. */
+const baseline = () => cannon({ url: echoUrl, headers: { 'content-type': 'application/json' }, message: CALCULATE })
 
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!
 
@@ -78,49 +71,88 @@ async function alternate (run: () => Promise<Load>): Promise<{ base: Load, load:
 
 const SETTINGS = `${CONNECTIONS} connections, ${ROUNDS} x ${DURATION} s alternating with the echo`
 
-/** A throughput scenario: the echo and the server in turns, under the same settings. */
-async function throughput (scenario: string, options: autocannon.Options, target: string, minimum?: number) {
-  const { base, load } = await alternate(() => cannon(options))
+/** A throughput scenario: the echo and the server in turns, under the same settings; returns its row. */
+async function throughput (scenario: string, spec: Parameters<typeof cannon>[0], target: string, minimum?: number): Promise<Row> {
+  const { base, load } = await alternate(() => cannon(spec))
   const ratio = load.requests / base.requests
-  rows.push({ scenario, settings: SETTINGS, load, baseline: base, ratio, target, ...(minimum !== undefined && { met: ratio >= minimum && load.non2xx === 0 && load.errors === 0 }) })
+  const row: Row = { scenario, settings: SETTINGS, load, baseline: base, ratio, target, ...(minimum !== undefined && { met: ratio >= minimum && load.non2xx === 0 && load.errors === 0 }) }
+  rows.push(row)
   log(`${scenario}: ${load.requests.toFixed(0)} req/s vs echo ${base.requests.toFixed(0)} = ${ratio.toFixed(3)} (p99 ${load.p99} ms, non-2xx ${load.non2xx}, errors ${load.errors})`)
-  return load
+  return row
 }
 
-function warmCall (node: ServerNode, sessionId: string, body: string): autocannon.Options {
-  return { url: node.mcpUrl.href, method: 'POST', headers: { ...HEADERS, 'mcp-session-id': sessionId }, body }
-}
+const warmCall = (mcpUrl: URL, sessionId: string, message = CALCULATE) => ({ url: mcpUrl.href, headers: { ...HEADERS, 'mcp-session-id': sessionId }, message })
 
 async function rssKiB (pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8')
   return Number(/VmRSS:\s+(\d+)/.exec(status)![1])
 }
 
-/** `count` handshakes (initialize + notifications/initialized) with autocannon: two requests each. */
-async function handshakes (node: ServerNode, count?: number): Promise<Load> {
-  const initializeBody = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'bench', version: '1' } } })
-  return cannon({
-    url: node.mcpUrl.href,
-    ...(count !== undefined && { amount: count * 2 }),
-    requests: [
-      {
-        method: 'POST',
-        headers: HEADERS,
-        body: initializeBody,
-        onResponse: (_status: number, _body: string, context: Record<string, unknown>, headers?: Record<string, string>) => { context.sessionId = headers?.['mcp-session-id'] }
-      },
-      {
-        method: 'POST',
-        setupRequest: (request: autocannon.Request, context: Record<string, unknown>) => ({ ...request, headers: { ...HEADERS, 'mcp-session-id': String(context.sessionId) }, body: '{"jsonrpc":"2.0","method":"notifications/initialized"}' })
-      }
-    ]
-  } as autocannon.Options)
+/** `count` handshakes (initialize + notifications/initialized): two requests each. */
+const handshakes = (mcpUrl: URL, count?: number) => cannon({ url: mcpUrl.href, headers: HEADERS, handshake: true, ...(count !== undefined && { amount: count * 2 }) })
+
+/** A server of ours or the peer's: where to send MCP requests and how to stop it. */
+interface Target { mcpUrl: URL, stop (): Promise<void> }
+
+/** A bench script (echo-server.js, peer-server.js) in a process of its own, once it printed its address. */
+async function startScript (file: string, env: Record<string, string> = {}): Promise<{ url: string, process: ChildProcess }> {
+  const child = spawn(process.execPath, [join(ROOT, 'dist/bench', file)], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] })
+  const url = await new Promise<string>((resolve, reject) => {
+    child.once('exit', code => reject(new Error(`${file} exited with ${code}`)))
+    child.stdout!.once('data', data => resolve(String(data).trim()))
+  })
+  return { url, process: child }
+}
+
+async function ours (mode: 'memory' | 'redis', redisUrl: string): Promise<Target> {
+  const node = await startNode(`bench-${mode}`, { ...SERVER_ENV, ...(mode === 'redis' && { USE_REDIS: 'true', REDIS_URL: redisUrl }) })
+  return { mcpUrl: node.mcpUrl, stop: () => node.kill() }
+}
+
+async function peer (mode: 'memory' | 'redis', redisUrl: string): Promise<Target> {
+  const server = await startScript('peer-server.js', mode === 'redis' ? { REDIS_URL: redisUrl } : {})
+  return { mcpUrl: new URL(`${server.url}/mcp`), stop: () => stop(server.process) }
+}
+
+/** Calls per command name from INFO commandstats, and the reads Redis made from its clients. */
+async function redisCounters (redis: Redis): Promise<{ calls: Map<string, number>, reads: number }> {
+  const info = String(await redis.call('INFO', 'stats', 'commandstats'))
+  const calls = new Map<string, number>()
+  for (const [, name, count] of info.matchAll(/^cmdstat_(\S+?):calls=(\d+)/gm)) calls.set(name!, Number(count))
+  return { calls, reads: Number(/^total_reads_processed:(\d+)/m.exec(info)![1]) }
+}
+
+/**
+ * Redis commands per warm call, scripts (EVALSHA/EVAL) apart from plain commands, over
+ * COUNTED_CALLS calls sent one at a time. Redis reads a client's pipelined batch in one go, so
+ * its socket reads per call count the round trips (batches on two connections at once count
+ * twice). The second INFO adds one read; INFO is left out of the commands.
+ */
+async function redisPerCall (redis: Redis, target: Target, sessionId: string, message: Record<string, unknown>): Promise<string> {
+  const before = await redisCounters(redis)
+  for (let id = 0; id < COUNTED_CALLS; id++) {
+    const answer = await post(target.mcpUrl, { ...message, id } as Parameters<typeof post>[1], sessionId)
+    if (answer.status !== 200) throw new Error(`warm call answered ${answer.status}`)
+  }
+  const after = await redisCounters(redis)
+  const perCall = new Map<string, number>()
+  for (const [name, count] of after.calls) {
+    const delta = count - (before.calls.get(name) ?? 0)
+    if (delta > 0 && name !== 'info') perCall.set(name, delta / COUNTED_CALLS)
+  }
+  const sum = (names: string[]) => names.reduce((total, name) => total + perCall.get(name)!, 0)
+  const isScript = (name: string) => name === 'eval' || name === 'evalsha'
+  const scripts = [...perCall.keys()].filter(isScript)
+  const plain = [...perCall.keys()].filter(name => !isScript(name))
+  const list = (names: string[]) => names.map(name => `${name.toUpperCase()} ${perCall.get(name)!.toFixed(2)}`).join(', ')
+  const roundTrips = (after.reads - before.reads - 1) / COUNTED_CALLS
+  return `Redis per warm call: ${sum(scripts).toFixed(2)} scripts${scripts.length > 0 ? ` (${list(scripts)})` : ''} + ${sum(plain).toFixed(2)} plain${plain.length > 0 ? ` (${list(plain)})` : ''}, ${roundTrips.toFixed(2)} round trips`
 }
 
 async function appendCost (store: SessionStore, label: string, checkpoints: number[]) {
   const now = Date.now()
   const id = `bench-events-${now}`
-  await store.create({ id, createdAt: now, lastActivityAt: now, protocolVersion: '2025-11-25', initializeParams: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'bench', version: '1' } }, subscriptions: [], requestCount: 1, calculationCount: 0 })
+  await store.create({ id, createdAt: now, lastActivityAt: now, protocolVersion: '2025-11-25', initializeParams: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'bench', version: '1' } }, subscriptions: [], requestCount: 1 })
   const message = { jsonrpc: '2.0' as const, method: 'notifications/progress', params: { progressToken: 'bench', progress: 1, total: 3 } }
   const SAMPLE = 2000
   let appended = 0
@@ -152,7 +184,7 @@ async function appendCost (store: SessionStore, label: string, checkpoints: numb
 }
 
 async function seedSessions (redis: Redis, count: number) {
-  const store = new RedisSessionStore(redis, { ttlSeconds: 3600, historyLimit: 1000 })
+  const store = new RedisSessionStore(redis, { ttlSeconds: 3600 })
   const now = Date.now()
   for (let i = 0; i < count; i += 1000) {
     await Promise.all(Array.from({ length: Math.min(1000, count - i) }, (_, j) => store.create({
@@ -162,34 +194,50 @@ async function seedSessions (redis: Redis, count: number) {
       protocolVersion: '2025-11-25',
       initializeParams: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'seeded', version: '1' } },
       subscriptions: [],
-      requestCount: 1,
-      calculationCount: 0
+      requestCount: 1
     })))
   }
 }
 
 async function main () {
-  const echo = spawn(process.execPath, [join(ROOT, 'dist/bench/echo-server.js')], { stdio: ['ignore', 'pipe', 'inherit'] })
-  echoUrl = `${(await new Promise<string>(resolve => echo.stdout!.once('data', d => resolve(String(d).trim()))))}/echo`
+  const echo = await startScript('echo-server.js')
+  echoUrl = `${echo.url}/echo`
   const redis = await startRedis(['--maxmemory', '4gb'])
   const client = new Redis(redis.url, { enableAutoPipelining: true })
   const started = new Date()
+  if (PLATFORMATIC === undefined) log(`${PEER} rows skipped: set BENCH_PLATFORMATIC to a built checkout of it (it is not on the npm registry)`)
   try {
-    // Warm paths, memory and Redis, JSON and SSE.
+    // Warm paths, memory and Redis, JSON and SSE; the peer's JSON path right after ours.
     for (const mode of ['memory', 'redis'] as const) {
-      const env = { ...SERVER_ENV, ...(mode === 'redis' && { USE_REDIS: 'true', REDIS_URL: redis.url }) }
-      const node = await startNode(`bench-${mode}`, env)
-      const sessionId = await initialize(node.mcpUrl)
-      await cannon({ ...warmCall(node, sessionId, CALCULATE), duration: 2 })
-      await throughput(`tools/call, ${mode}, JSON`, warmCall(node, sessionId, CALCULATE), mode === 'memory' ? '>= 0.35' : '>= 0.30', mode === 'memory' ? 0.35 : 0.30)
-      await throughput(`tools/call, ${mode}, SSE (progress)`, warmCall(node, sessionId, CALCULATE_SSE), mode === 'memory' ? '>= 0.25' : '>= 0.22', mode === 'memory' ? 0.25 : 0.22)
+      const target = await ours(mode, redis.url)
+      const sessionId = await initialize(target.mcpUrl)
+      await cannon({ ...warmCall(target.mcpUrl, sessionId), duration: 2 })
+      const json = await throughput(`tools/call, ${mode}, JSON`, warmCall(target.mcpUrl, sessionId), mode === 'memory' ? '>= 0.40' : '>= 0.30', mode === 'memory' ? 0.40 : 0.30)
+      const sse = await throughput(`tools/call, ${mode}, SSE (progress)`, warmCall(target.mcpUrl, sessionId, CALCULATE_SSE), mode === 'memory' ? '>= 0.28' : '>= 0.22', mode === 'memory' ? 0.28 : 0.22)
+      if (mode === 'redis') {
+        json.figure = await redisPerCall(client, target, sessionId, CALCULATE)
+        sse.figure = await redisPerCall(client, target, sessionId, CALCULATE_SSE)
+        log(`${json.scenario}: ${json.figure}\n${sse.scenario}: ${sse.figure}`)
+      }
       if (mode === 'memory') {
-        const { base, load } = await alternate(() => handshakes(node))
+        const { base, load } = await alternate(() => handshakes(target.mcpUrl))
         const perSecond = load.requests / 2
         rows.push({ scenario: 'initialize + initialized, memory', settings: SETTINGS, load, baseline: base, ratio: load.requests / base.requests, figure: `${perSecond.toFixed(0)} sessions/s`, target: '>= 2,000 sessions/s', met: perSecond >= 2000 && load.non2xx === 0 })
         log(`handshakes: ${perSecond.toFixed(0)} sessions/s`)
       }
-      await node.kill()
+      await target.stop()
+
+      if (PLATFORMATIC !== undefined) {
+        const other = await peer(mode, redis.url)
+        const otherSession = await initialize(other.mcpUrl)
+        await cannon({ ...warmCall(other.mcpUrl, otherSession), duration: 2 })
+        const row = await throughput(`tools/call, ${mode}, JSON, ${PEER}`, warmCall(other.mcpUrl, otherSession), 'none (peer, for comparison)')
+        if (mode === 'redis') {
+          row.figure = await redisPerCall(client, other, otherSession, CALCULATE)
+          log(`${row.scenario}: ${row.figure}`)
+        }
+        await other.stop()
+      }
     }
 
     // Cold path: requests rotate over 2,000 sessions through a 100-session cache, so each request
@@ -198,20 +246,11 @@ async function main () {
       const node = await startNode('bench-cold', { ...SERVER_ENV, USE_REDIS: 'true', REDIS_URL: redis.url, SESSION_CACHE_MAX: '100' })
       const sessions: string[] = []
       for (let i = 0; i < 2000; i += 100) sessions.push(...await Promise.all(Array.from({ length: 100 }, () => initialize(node.mcpUrl))))
-      const rebuiltBefore = await rebuilt(node)
-      let next = 0
-      const load = await throughput('tools/call, Redis, cold (rebuild every request)', {
-        url: node.mcpUrl.href,
-        requests: [{
-          method: 'POST',
-          body: CALCULATE,
-          setupRequest: (request: autocannon.Request) => ({ ...request, headers: { ...HEADERS, 'mcp-session-id': sessions[next++ % sessions.length]! } })
-        }]
-      } as autocannon.Options, 'p99 < 5 ms')
-      const row = rows.at(-1)!
-      const rebuilds = (await rebuilt(node)) - rebuiltBefore
-      row.figure = `p99 ${load.p99} ms; ${rebuilds} rebuilds for ${Math.round(load.requests * DURATION * ROUNDS)} requests`
-      row.met = load.p99 < 5 && load.non2xx === 0
+      const rebuiltBefore = await rebuilt(node.url)
+      const row = await throughput('tools/call, Redis, cold (rebuild every request)', { url: node.mcpUrl.href, headers: HEADERS, message: CALCULATE, sessions }, 'p99 < 5 ms')
+      const rebuilds = (await rebuilt(node.url)) - rebuiltBefore
+      row.figure = `p99 ${row.load!.p99} ms; ${rebuilds} rebuilds for ${Math.round(row.load!.requests * DURATION * ROUNDS)} requests`
+      row.met = row.load!.p99 < 5 && row.load!.non2xx === 0
       await node.kill()
     }
 
@@ -225,8 +264,8 @@ async function main () {
       for (const target of QUICK ? [100, 10_000] : [100, 10_000, 100_000]) {
         await seedSessions(client, target - live)
         live = target
-        await cannon({ ...warmCall(node, sessionId, CALCULATE), duration: 2 })
-        const load = await cannon(warmCall(node, sessionId, CALCULATE))
+        await cannon({ ...warmCall(node.mcpUrl, sessionId), duration: 2 })
+        const load = await cannon(warmCall(node.mcpUrl, sessionId))
         p99s.push([target, load.p99])
         log(`scale: ${target} sessions, ${load.requests.toFixed(0)} req/s, p99 ${load.p99} ms`)
       }
@@ -236,16 +275,16 @@ async function main () {
     }
 
     // Event-store append cost as events accumulate.
-    await appendCost(new MemorySessionStore({ ttlSeconds: 3600, historyLimit: 1000 }), 'memory', QUICK ? [1_000, 100_000] : [1_000, 100_000, 1_000_000])
-    await appendCost(new RedisSessionStore(client, { ttlSeconds: 3600, historyLimit: 1000 }), 'Redis', QUICK ? [1_000, 100_000] : [1_000, 100_000, 1_000_000])
+    await appendCost(new MemorySessionStore({ ttlSeconds: 3600 }), 'memory', QUICK ? [1_000, 100_000] : [1_000, 100_000, 1_000_000])
+    await appendCost(new RedisSessionStore(client, { ttlSeconds: 3600 }), 'Redis', QUICK ? [1_000, 100_000] : [1_000, 100_000, 1_000_000])
 
     // Memory per cached session: RSS before and after 10,000 live sessions on one node.
     {
       const node = await startNode('bench-rss', { ...SERVER_ENV, SESSION_CACHE_MAX: '20000' })
-      await handshakes(node, 200)
+      await handshakes(node.mcpUrl, 200)
       await sleep(500)
       const before = await rssKiB(node.process.pid!)
-      await handshakes(node, 10_000)
+      await handshakes(node.mcpUrl, 10_000)
       await sleep(500)
       const after = await rssKiB(node.process.pid!)
       const perSession = (after - before) / 10_000
@@ -261,7 +300,7 @@ async function main () {
       const points: Array<[number, number]> = []
       let created = 0
       for (const target of QUICK ? [10_000, 20_000] : [10_000, 50_000, 100_000]) {
-        await handshakes(node, target - created)
+        await handshakes(node.mcpUrl, target - created)
         created = target
         await sleep(500)
         points.push([target, await rssKiB(node.process.pid!)])
@@ -274,13 +313,13 @@ async function main () {
   } finally {
     client.disconnect()
     await redis.stop()
-    await stop(echo)
+    await stop(echo.process)
   }
   await report(started)
 }
 
-async function rebuilt (node: ServerNode): Promise<number> {
-  const text = await (await fetch(`${node.url}/metrics`)).text()
+async function rebuilt (url: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text()
   return Number(/^mcp_sessions_rebuilt_total (\d+)/m.exec(text)?.[1] ?? 0)
 }
 
@@ -292,7 +331,7 @@ async function report (started: Date) {
   const meta = { date: started.toISOString(), node: process.version, connections: CONNECTIONS, durationSeconds: DURATION, rounds: ROUNDS, pipelining: 1, cpus: (await import('node:os')).cpus().length }
   await writeFile(join(dir, 'results.json'), JSON.stringify({ ...meta, rows }, null, 2) + '\n')
   const lines = [
-    `Measured ${meta.date.slice(0, 10)} on Node ${meta.node}, ${meta.cpus} cores; autocannon with ${CONNECTIONS} connections, pipelining 1. Each throughput scenario runs ${ROUNDS} times ${DURATION} s, each run right after ${DURATION} s of the baseline, a bare Fastify JSON echo in a process of its own; req/s are means over the runs, latencies medians. Servers run with LOG_LEVEL=warn (no per-request log line) and their other defaults.`,
+    `Measured ${meta.date.slice(0, 10)} on Node ${meta.node}, ${meta.cpus} cores; autocannon in a process of its own with ${CONNECTIONS} connections, pipelining 1, request buffers built once per connection. Each throughput scenario runs ${ROUNDS} times ${DURATION} s, each run right after ${DURATION} s of the baseline, a bare Fastify JSON echo in a process of its own; req/s are means over the runs, latencies medians. Servers run with LOG_LEVEL=warn (no per-request log line) and their other defaults.`,
     '',
     '| scenario | req/s | echo req/s | ratio | p50 ms | p97.5 ms | p99 ms | figure | target | met |',
     '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',

@@ -1,16 +1,14 @@
 import fp from 'fastify-plugin'
-import { FeatureRegistry } from '../src/mcp/features.js'
-import { registerCalculator } from '../src/mcp/calculator-features.js'
+import { registerCalculator } from '../src/calculator/features.js'
+import { counter } from './metrics.js'
 
-declare module 'fastify' {
-  interface FastifyInstance {
-    mcpFeatures: FeatureRegistry
-  }
-}
-
-/** The calculator's tools, resources and prompts, in the registry every session serves. */
+/** The calculator's tools, resources and prompts, and its metric. */
 export default fp(async function calculator (fastify) {
-  const features = new FeatureRegistry()
-  registerCalculator(features, { sampleToolName: fastify.config.SAMPLE_TOOL_NAME })
-  fastify.decorate('mcpFeatures', features)
-}, { name: 'calculator', dependencies: ['config'] })
+  const { config, metricsRegistry } = fastify
+  const calculations = counter(metricsRegistry, 'mcp_calculations_total', 'Calculations recorded, by operation', ['operation'])
+  registerCalculator(fastify.mcpFeatures.feature('calculator'), {
+    historyLimit: config.HISTORY_LIMIT,
+    sampleToolName: config.SAMPLE_TOOL_NAME,
+    onCalculated: (operation, count) => calculations.inc({ operation }, count)
+  })
+}, { name: 'calculator', dependencies: ['config', 'metrics', 'mcp-features'] })

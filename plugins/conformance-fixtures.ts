@@ -1,9 +1,8 @@
 import fp from 'fastify-plugin'
-import { registerConformanceFixtures } from '../src/mcp/conformance-features.js'
+import { registerConformanceFixtures } from '../src/fixtures/conformance.js'
 
-/** With CONFORMANCE_FIXTURES=true, adds the official conformance suite's fixtures to the registry. */
+/** The official conformance suite's fixtures, added to the registry (the app registers this plugin only with CONFORMANCE_FIXTURES=true). */
 export default fp(async function conformanceFixtures (fastify) {
-  if (!fastify.config.CONFORMANCE_FIXTURES) return
-  registerConformanceFixtures(fastify.mcpFeatures)
+  registerConformanceFixtures(fastify.mcpFeatures.feature('conformance'))
   fastify.log.info('conformance fixtures registered (test_* tools, test:// resources, test_* prompts)')
-}, { name: 'conformance-fixtures', dependencies: ['config', 'calculator'] })
+}, { name: 'conformance-fixtures', dependencies: ['mcp-features'] })

@@ -1,26 +1,69 @@
 import fp from 'fastify-plugin'
+import type { FastifyRequest } from 'fastify'
 import rateLimit from '@fastify/rate-limit'
 import { RateLimitedError } from '../src/errors.js'
+import type { Touched } from '../src/stores/session-store.js'
+import { counter } from './metrics.js'
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /**
+     * The touch of the session the request names, started as it arrives (see routes/mcp.ts): it
+     * counts the request in the session's rate-limit window in the same store round trip.
+     */
+    sessionTouched?: Promise<Touched | undefined>
+  }
+}
+
+type Counted = (error: Error | null, result?: { current: number, ttl: number }) => void
 
 /**
- * Rate limiting for the routes that opt in with `config.rateLimit` (only /mcp): one budget per
- * session, or per client address before a session exists. In Redis mode the counters live in Redis,
- * so the limit holds for the whole cluster; if Redis cannot count, requests pass (the session store
- * answers 503 on its own).
+ * Rate limiting for the routes that opt in with `config.rateLimit` (only /mcp), through
+ * @fastify/rate-limit with a store of ours: a request of a live session is counted against the
+ * session by the session's own touch (no round trip of its own); any other request, including one
+ * that names a session the store does not know, is counted against the client's address. In Redis
+ * mode every count lives in Redis, so the limit holds for the whole cluster; if Redis cannot count,
+ * requests pass (the session store answers 503 on its own).
  */
 export default fp(async function rateLimitPlugin (fastify) {
-  const { RATE_LIMIT_MAX, RATE_LIMIT_WINDOW_MS, USE_REDIS } = fastify.config
+  const { config, sessionStore: store } = fastify
+  const rateLimited = counter(fastify.metricsRegistry, 'mcp_rate_limited_requests_total', 'Requests refused by the rate limit')
+  /** Requests between their key being made and counted, by key. */
+  const touches = new Map<string, { touched: Promise<Touched | undefined>, address: string }>()
+
+  const countAddress = (address: string, done: Counted) => {
+    store.hit(`ip:${address}`).then(({ hits, resetMs }) => done(null, { current: hits, ttl: resetMs }), done)
+  }
+
+  class SessionRateStore {
+    incr (key: string, done: Counted): void {
+      const pending = touches.get(key)
+      if (pending === undefined) return countAddress(key.slice(3), done)
+      touches.delete(key)
+      pending.touched.then(touched => {
+        if (touched === undefined) countAddress(pending.address, done)
+        else done(null, { current: touched.hits, ttl: touched.resetMs })
+      }, done)
+    }
+
+    child (): SessionRateStore { return this }
+  }
+
+  fastify.decorateRequest('sessionTouched', undefined)
   await fastify.register(rateLimit, {
     global: false,
-    ...(USE_REDIS && { redis: fastify.redis, nameSpace: 'mcp:ratelimit:', skipOnError: true }),
+    store: SessionRateStore,
+    skipOnError: true,
     enableDraftSpec: true,
-    max: RATE_LIMIT_MAX,
-    timeWindow: RATE_LIMIT_WINDOW_MS,
-    keyGenerator: request => {
-      const session = request.headers['mcp-session-id']
-      return typeof session === 'string' ? `session:${session}` : `ip:${request.ip}`
+    max: config.RATE_LIMIT_MAX,
+    timeWindow: config.RATE_LIMIT_WINDOW_MS,
+    keyGenerator: (request: FastifyRequest) => {
+      if (request.sessionTouched === undefined) return `ip:${request.ip}`
+      const key = `rq:${request.id}`
+      touches.set(key, { touched: request.sessionTouched, address: request.ip })
+      return key
     },
-    onExceeded: () => fastify.mcpMetrics.rateLimited.inc(),
+    onExceeded: () => rateLimited.inc(),
     errorResponseBuilder: (_request, context) => new RateLimitedError(Math.max(1, Math.ceil(context.ttl / 1000)))
   })
-}, { name: 'rate-limit', dependencies: ['config', 'metrics', 'redis'] })
+}, { name: 'rate-limit', dependencies: ['config', 'metrics', 'session-store'] })

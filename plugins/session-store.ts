@@ -1,9 +1,11 @@
 import fp from 'fastify-plugin'
+import client from 'prom-client'
 import { MemorySessionStore } from '../src/stores/memory-session-store.js'
 import { RedisSessionStore } from '../src/stores/redis-session-store.js'
-import type { SessionStore } from '../src/stores/session-store.js'
+import type { SessionStore, SessionStoreOptions } from '../src/stores/session-store.js'
 import { LocalBus, type MessageBus } from '../src/transport/bus.js'
 import { RedisBus } from '../src/transport/redis-bus.js'
+import { counter } from './metrics.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -13,29 +15,51 @@ declare module 'fastify' {
   }
 }
 
+export interface SessionStorePluginOptions {
+  /** A store to use instead of the one the configuration chooses (tests give theirs); not closed here. */
+  store?: SessionStore
+}
+
 /**
- * Chooses where sessions live, once: memory (one node, zero set-up) or Redis (any number of nodes).
- * Shutting down never deletes sessions.
+ * Chooses where sessions live, once: memory (one node, zero set-up) or Redis (any number of nodes),
+ * unless a store is given. Registers the metrics of storage. Shutting down never deletes sessions.
  */
-export default fp(async function sessionStore (fastify) {
-  const { config } = fastify
-  const options = { ttlSeconds: config.SESSION_TTL_SECONDS, historyLimit: config.HISTORY_LIMIT, eventLimit: config.EVENTS_PER_SESSION, observer: fastify.mcpMetrics.observer }
+export default fp<SessionStorePluginOptions>(async function sessionStore (fastify, opts) {
+  const { config, metricsRegistry: registry } = fastify
+  const expired = counter(registry, 'mcp_sessions_expired_total', 'Sessions found expired (counted once, by the node that removed them)')
+  const storageErrors = counter(registry, 'mcp_storage_errors_total', 'Failed storage operations, by operation', ['operation'])
+  const options: SessionStoreOptions = {
+    ttlSeconds: config.SESSION_TTL_SECONDS,
+    eventLimit: config.EVENTS_PER_SESSION,
+    rateWindowMs: config.RATE_LIMIT_WINDOW_MS,
+    observer: {
+      sessionsExpired: count => expired.inc(count),
+      storageError: operation => storageErrors.inc({ operation })
+    }
+  }
   let store: SessionStore
   let bus: MessageBus
   if (config.USE_REDIS) {
-    store = new RedisSessionStore(fastify.redis, options)
-    const redisBus = new RedisBus(fastify.redis, fastify.redisSubscriber)
+    store = opts.store ?? new RedisSessionStore(fastify.redis, options)
+    const redisBus = new RedisBus(fastify.redis, fastify.redisSubscriber, config.REDIS_CLUSTER_NODES !== '')
     await redisBus.start()
     bus = redisBus
   } else {
-    store = new MemorySessionStore(options)
+    store = opts.store ?? new MemorySessionStore(options)
     bus = new LocalBus()
     fastify.log.info('session storage: in-memory (one node; sessions end when the process stops)')
   }
+  // eslint-disable-next-line no-new
+  new client.Gauge({
+    name: 'mcp_active_sessions',
+    help: 'Live sessions in the session store (the whole cluster in Redis mode)',
+    registers: [registry],
+    async collect () { this.set(await store.count()) }
+  })
   fastify.decorate('sessionStore', store)
   fastify.decorate('messageBus', bus)
   fastify.addHook('onClose', async () => {
     await bus.close()
-    await store.close()
+    if (opts.store === undefined) await store.close()
   })
 }, { name: 'session-store', dependencies: ['config', 'redis', 'metrics'] })

@@ -1,25 +1,142 @@
-import type { FastifyInstance } from 'fastify'
-import { MethodNotAllowedError } from '../src/errors.js'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { JSONRPCRequest } from '@modelcontextprotocol/sdk/types.js'
+import {
+  ForbiddenOriginError, InvalidRequestError, MethodNotAllowedError, MissingSessionIdError, SessionNotFoundError, ShuttingDownError
+} from '../src/errors.js'
+import { originMatcher } from '../src/origins.js'
+import { checkProtocolVersion, readMessages, requireAccept } from '../src/transport/http-rules.js'
+import type { LiveSession } from '../src/transport/session-cache.js'
+import { sseHeaders } from '../src/transport/sse.js'
+
+const POST_ACCEPT = ['application/json', 'text/event-stream'] as const
+const GET_ACCEPT = ['text/event-stream'] as const
+/** Longer ids were never minted here; they are refused without a store lookup. */
+const MAX_SESSION_ID_LENGTH = 128
+const STREAMED = Symbol('streamed')
+
+/** Whether a header value could be a session id of ours. */
+const couldBeSessionId = (id: unknown): id is string => typeof id === 'string' && id !== '' && id.length <= MAX_SESSION_ID_LENGTH
 
 /**
- * The one MCP endpoint: POST (messages), GET (the server's stream), DELETE (end the session).
- * Bodies are JSON-RPC messages, checked by the transport's own compiled test rather than a route
- * schema, so the hot path parses once.
+ * The session id a request names; undefined when it is longer than any id minted here.
+ * @throws {MissingSessionIdError} when the request names none.
+ */
+function sessionIdOf (request: FastifyRequest): string | undefined {
+  const id = request.headers['mcp-session-id']
+  if (typeof id !== 'string' || id === '') throw new MissingSessionIdError()
+  return couldBeSessionId(id) ? id : undefined
+}
+
+/**
+ * Starts an SSE response (with the headers hooks already set, such as CORS). A GET stream sends
+ * its headers at once; a POST's leave with its first events.
+ */
+function openSse (reply: FastifyReply, sessionId: string, flush: boolean) {
+  reply.hijack()
+  // Copied one by one: spreading both into one literal took V8's slow path.
+  const headers = reply.getHeaders() as Record<string, string>
+  const sse = sseHeaders(sessionId)
+  for (const name in sse) headers[name] = sse[name]!
+  reply.raw.writeHead(200, headers)
+  if (flush) reply.raw.flushHeaders()
+  return reply.raw
+}
+
+/**
+ * The one MCP endpoint, Streamable HTTP: POST (messages), GET (the server's stream), DELETE (end the
+ * session). Bodies are JSON-RPC messages, checked by the transport's own compiled test rather than a
+ * route schema, so the hot path parses once.
  */
 export default async function mcpRoutes (fastify: FastifyInstance) {
-  const { mcp, config } = fastify
+  const { sessionCache: cache, config } = fastify
+  const originAllowed = originMatcher(config.ALLOWED_ORIGINS)
   // Only JSON bodies reach the endpoint; any other Content-Type gets 415.
   fastify.removeAllContentTypeParsers()
   fastify.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: config.BODY_LIMIT_BYTES }, fastify.getDefaultJsonParser('error', 'error'))
-  // The rate limiter appends its hook after these.
-  const shared = {
-    onRequest: [mcp.verifyOrigin, mcp.touchSession],
-    config: { rateLimit: {} }
+
+  /** A present Origin that is not allowed gets 403. */
+  function verifyOrigin (request: FastifyRequest, _reply: FastifyReply, done: (error?: Error) => void) {
+    const origin = request.headers.origin
+    done(origin !== undefined && !originAllowed(origin) ? new ForbiddenOriginError() : undefined)
   }
 
-  fastify.post('/mcp', { ...shared, bodyLimit: config.BODY_LIMIT_BYTES }, (request, reply) => mcp.post(request, reply))
-  fastify.get('/mcp', { ...shared, exposeHeadRoute: false }, (request, reply) => mcp.get(request, reply))
-  fastify.delete('/mcp', shared, (request, reply) => mcp.delete(request, reply))
+  /**
+   * Starts the store round trip of the session a POST or GET names as it arrives: the rate limiter,
+   * whose hook runs next, counts the request from its answer, and the handler awaits it.
+   */
+  function touchSession (request: FastifyRequest, _reply: FastifyReply, done: () => void) {
+    const id = request.headers['mcp-session-id']
+    if (couldBeSessionId(id) && request.method !== 'DELETE') {
+      request.sessionTouched = cache.touch(id)
+      // Awaited by the handler; a request refused before it (406) leaves it unread.
+      request.sessionTouched.catch(() => {})
+    }
+    done()
+  }
+
+  /**
+   * Runs `use` on the session the request names, live on this node and leased until `use` has
+   * handed over the request (so a cache eviction meanwhile cannot close it under the request).
+   * @throws {MissingSessionIdError} without a session id; {SessionNotFoundError} for an unknown one.
+   */
+  async function withSession<T> (request: FastifyRequest, use: (live: LiveSession) => T | Promise<T>): Promise<T> {
+    const id = sessionIdOf(request)
+    const live = id === undefined ? undefined : await cache.acquire(id, request.sessionTouched)
+    if (live === undefined) throw new SessionNotFoundError()
+    try {
+      return await use(live)
+    } finally {
+      live.transport.release()
+    }
+  }
+
+  // The rate limiter appends its hook after these.
+  const shared = { onRequest: [verifyOrigin, touchSession], config: { rateLimit: {} } }
+
+  fastify.post('/mcp', { ...shared, bodyLimit: config.BODY_LIMIT_BYTES }, async (request, reply) => {
+    requireAccept(request.headers.accept, POST_ACCEPT)
+    checkProtocolVersion(request.headers['mcp-protocol-version'])
+    const { messages, batch } = readMessages(request.body)
+    const initialize = messages.find(m => 'method' in m && m.method === 'initialize')
+    if (initialize !== undefined) {
+      if (messages.length > 1 || !('id' in initialize)) throw new InvalidRequestError('initialize must be sent alone, as a request')
+      const { sessionId, response } = await cache.initialize(initialize as JSONRPCRequest)
+      if (sessionId !== undefined) reply.header('mcp-session-id', sessionId)
+      return batch ? [response] : response
+    }
+    const answer = await withSession(request, live => new Promise<unknown>(resolve => {
+      const answered = live.transport.post(messages, batch, {
+        json: resolve,
+        stream: () => {
+          const raw = openSse(reply, live.transport.sessionId, false)
+          resolve(STREAMED)
+          return raw
+        }
+      })
+      if (!answered) resolve(undefined)
+    }))
+    if (answer === STREAMED) return reply
+    if (answer === undefined) return reply.code(202).send()
+    return answer
+  })
+
+  fastify.get('/mcp', { ...shared, exposeHeadRoute: false }, async (request, reply) => {
+    // A stream opened now would hold the shutdown up; the client reconnects to another node.
+    if (cache.closing) throw new ShuttingDownError()
+    requireAccept(request.headers.accept, GET_ACCEPT)
+    checkProtocolVersion(request.headers['mcp-protocol-version'])
+    const lastEventId = request.headers['last-event-id']
+    await withSession(request, live => live.transport.serveGet(() => openSse(reply, live.transport.sessionId, true), typeof lastEventId === 'string' && lastEventId !== '' ? lastEventId : undefined))
+    return reply
+  })
+
+  fastify.delete('/mcp', shared, async (request, reply) => {
+    checkProtocolVersion(request.headers['mcp-protocol-version'])
+    const id = sessionIdOf(request)
+    if (id === undefined || !await cache.delete(id)) throw new SessionNotFoundError()
+    return reply.code(200).send()
+  })
+
   fastify.route({
     method: ['PUT', 'PATCH', 'HEAD'],
     url: '/mcp',

@@ -5,22 +5,29 @@ import errorBoundary, { frameworkErrors } from '../plugins/error-boundary.js'
 import requestLog from '../plugins/request-log.js'
 import loadShedding from '../plugins/load-shedding.js'
 import cors from '../plugins/cors.js'
-import redis from '../plugins/redis.js'
-import sessionStore from '../plugins/session-store.js'
 import metrics from '../plugins/metrics.js'
-import rateLimit from '../plugins/rate-limit.js'
+import redis from '../plugins/redis.js'
+import sessionStore, { type SessionStorePluginOptions } from '../plugins/session-store.js'
+import mcpFeatures from '../plugins/mcp-features.js'
 import calculator from '../plugins/calculator.js'
 import conformanceFixtures from '../plugins/conformance-fixtures.js'
-import mcpTransport from '../plugins/mcp-transport.js'
+import mcpSessions from '../plugins/mcp-sessions.js'
+import rateLimit from '../plugins/rate-limit.js'
 import mcpRoutes from '../routes/mcp.js'
 import healthRoutes from '../routes/health.js'
 import metricsRoutes from '../routes/metrics.js'
 
-export type AppOptions = ConfigPluginOptions
+export type AppOptions = ConfigPluginOptions & SessionStorePluginOptions
 
 /**
- * The root plugin, loaded by `fastify start`: plugins first (the error boundary before any route),
- * then the thin routes.
+ * The root plugin, loaded by `fastify start`. Plugins register in this order, each after what it
+ * depends on, then the thin routes (the error boundary is set before any route):
+ *   config -> error boundary -> request log -> load shedding -> CORS -> metrics registry -> Redis
+ *   -> session store and bus -> feature registry -> calculator (-> conformance fixtures)
+ *   -> sessions (dispatcher, transport cache) -> rate limit -> /mcp, /health, /metrics.
+ * Shutdown, in one place: `preClose` ends GET streams (clients resume them on another node) while
+ * requests in flight finish; then `onClose` closes live sessions on this node, the bus and the
+ * store (which keeps every session), and Redis last.
  */
 export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(config, opts)
@@ -30,11 +37,12 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(cors)
   await fastify.register(metrics)
   await fastify.register(redis)
-  await fastify.register(sessionStore)
-  await fastify.register(rateLimit)
+  await fastify.register(sessionStore, opts)
+  await fastify.register(mcpFeatures)
   await fastify.register(calculator)
-  await fastify.register(conformanceFixtures)
-  await fastify.register(mcpTransport)
+  if (fastify.config.CONFORMANCE_FIXTURES) await fastify.register(conformanceFixtures)
+  await fastify.register(mcpSessions)
+  await fastify.register(rateLimit)
   await fastify.register(mcpRoutes)
   await fastify.register(healthRoutes)
   await fastify.register(metricsRoutes)

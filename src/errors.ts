@@ -107,9 +107,9 @@ export class ConfigError extends Error {
   override name = 'ConfigError'
 }
 
-/** A calculation that has no finite answer; becomes a tool result with isError. */
-export class CalculationError extends Error {
-  override name = 'CalculationError'
+/** Thrown by a tool for input that passes its schema but has no answer; becomes a tool result with isError. */
+export class ToolInputError extends Error {
+  override name = 'ToolInputError'
 }
 
 /** The JSON-RPC error body sent for an error on the HTTP layer. */

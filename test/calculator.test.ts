@@ -1,6 +1,5 @@
 import { test } from 'tap'
-import { calculate, calculateAdvanced } from '../src/calculator.js'
-import { CalculationError } from '../src/errors.js'
+import { CalculationError, calculate, calculateAdvanced } from '../src/calculator/math.js'
 
 test('binary operations give finite results', async t => {
   t.equal(calculate(2, 3, 'add'), 5)

@@ -20,7 +20,7 @@ test('RedisSessionStore keeps the store contract on a real redis-server', async 
   /** A store on a new connection, with a new session in it. */
   const withSession = async () => {
     const client = connect()
-    const store = new RedisSessionStore(client, { ttlSeconds: 100, historyLimit: 10 })
+    const store = new RedisSessionStore(client, { ttlSeconds: 100 })
     const record = newRecord()
     await store.create(record)
     return { client, store, record }
@@ -29,7 +29,7 @@ test('RedisSessionStore keeps the store contract on a real redis-server', async 
 
   t.test('every key of a session shares one hash tag and one expiry', async t => {
     const { client, store, record } = await withSession()
-    await store.appendHistory(record.id, { operation: 'add', expression: '1 + 1 = 2', inputs: [1, 1], result: 2 })
+    await store.append(record.id, { name: 'history', maxEntries: 10 }, [{ expression: '1 + 1 = 2' }], { set: 'ops', add: { add: 1 } })
     await store.appendEvent(record.id, 'g', { jsonrpc: '2.0', method: 'notifications/x' })
     const found = await client.keys(`*${record.id}*`)
     t.equal(found.length, 4)
@@ -59,7 +59,7 @@ test('RedisSessionStore keeps the store contract on a real redis-server', async 
   t.test('an unreachable Redis gives StorageUnavailableError, not a hang', async t => {
     const client = new Redis({ port: 1, host: '127.0.0.1', enableOfflineQueue: false, lazyConnect: true, retryStrategy: () => null })
     clients.push(client)
-    const store = new RedisSessionStore(client, { ttlSeconds: 100, historyLimit: 10 })
+    const store = new RedisSessionStore(client, { ttlSeconds: 100 })
     await t.rejects(store.touch('anything'), StorageUnavailableError)
   })
 })

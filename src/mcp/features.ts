@@ -1,60 +1,97 @@
-import { Kind, type TObject } from '@sinclair/typebox'
+import type { Static, TObject } from '@sinclair/typebox'
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 import type { CallToolResult, ClientCapabilities, GetPromptResult, ServerRequest, ToolAnnotations } from '@modelcontextprotocol/sdk/types.js'
 import { UriTemplate } from '@modelcontextprotocol/sdk/shared/uriTemplate.js'
-import type { LogLevel, SessionRecord, SessionStore } from '../stores/session-store.js'
+import type { CounterUpdate, LogEntry, LogLevel, LogSpec, ScopeStore, SessionRecord } from '../stores/session-store.js'
 
-/** What a handler may do for the session it runs in. */
-export interface SessionContext {
-  readonly sessionId: string
-  readonly store: SessionStore
-  /** The record as of this request. */
-  readonly record: SessionRecord
-  /** Sends `notifications/message` when `level` is at or above the session's log level. */
+/**
+ * A feature's state in one scope (today, the session a request belongs to): its own logs and
+ * counters, through the store's generic primitives, and nothing of any other scope.
+ */
+export class ScopeState {
+  readonly #store: ScopeStore
+  readonly #scope: string
+
+  constructor (store: ScopeStore, scope: string) {
+    this.#store = store
+    this.#scope = scope
+  }
+
+  /** @throws {StorageUnavailableError} when the store cannot be reached; nothing is appended then. */
+  async append<T> (log: LogSpec, entries: readonly T[], count?: CounterUpdate): Promise<Array<LogEntry<T>>> {
+    return await this.#store.append(this.#scope, log, entries, count) ?? []
+  }
+
+  entries<T> (log: LogSpec, last?: number): Promise<{ entries: Array<LogEntry<T>>, appended: number }> {
+    return this.#store.entries(this.#scope, log, last)
+  }
+
+  entry<T> (log: LogSpec, seq: number): Promise<LogEntry<T> | undefined> {
+    return this.#store.entry(this.#scope, log, seq)
+  }
+
+  clear (log: LogSpec): Promise<number> {
+    return this.#store.clear(this.#scope, log)
+  }
+
+  counters (set: string): Promise<Record<string, number>> {
+    return this.#store.counters(this.#scope, set)
+  }
+}
+
+/** What every handler may use: its scope's state, and what it may tell the client. */
+export interface FeatureContext {
+  /** The feature's state in this request's scope. */
+  readonly state: ScopeState
+  /** The session as of this request (read-only). */
+  readonly session: Readonly<SessionRecord>
+  /** Sends `notifications/message` on the session's stream once the client set a level and `level` reaches it. */
   log (level: LogLevel, data: unknown): Promise<void>
-  /** Counts a recorded calculation in the server's metrics. */
-  calculated (operation: string): void
-  /** Tells subscribed clients that a resource changed. */
+  /** Tells the client that a resource changed, when it subscribed to it. */
   resourceUpdated (uri: string): Promise<void>
 }
 
-export interface ToolCallContext extends SessionContext {
-  /** What the client declared in `initialize`, as stored with the session. */
+/** What a tool may do while it runs. */
+export interface ToolContext extends FeatureContext {
+  /** What the client declared in `initialize`. */
   readonly clientCapabilities: ClientCapabilities
+  /** Aborted when the client cancels the request or the session closes on this node. */
+  readonly signal: AbortSignal
   /** Sends `notifications/progress` on this request's stream; does nothing when the client sent no progressToken. */
   progress (progress: number, total?: number, message?: string): Promise<void>
-  /** Sends `notifications/message` on this request's stream when `level` is at or above the session's log level (or none is set). */
+  /** Sends `notifications/message` on this request's stream unless `level` is below the session's level. */
   logToRequest (level: LogLevel, data: unknown): Promise<void>
-  /** Sends the client a request on this request's stream (sampling, elicitation) and resolves with its checked result. */
-  request<T> (request: ServerRequest, resultSchema: { parse (value: unknown): T }): Promise<T>
+  /**
+   * Asks the client (elicitation, sampling) on this request's stream and resolves with its answer,
+   * checked by `resultSchema`.
+   * @throws {McpError} when the client answers with an error, the request times out or is cancelled.
+   */
+  ask<T> (request: ServerRequest, resultSchema: { parse (value: unknown): T }): Promise<T>
   /**
    * Ends this request's SSE stream now (SSE polling): the client reconnects with Last-Event-ID, to
    * any node, and receives the rest of the answer there.
    */
   closeStream (): void
-  readonly signal: AbortSignal
-  /**
-   * Asks the person behind the client to confirm (elicitation). Resolves true or false with their
-   * answer, or undefined when the client cannot be asked.
-   */
-  confirm (message: string): Promise<boolean | undefined>
 }
 
-export interface ToolDefinition<Args = any> {
+/** A tool's result: with an output schema, its structured content has the schema's type. */
+export type ToolResult<O extends TObject | undefined> = O extends TObject
+  ? (CallToolResult & { structuredContent: Static<O> }) | (CallToolResult & { isError: true })
+  : CallToolResult
+
+export interface ToolDefinition<I extends TObject = TObject, O extends TObject | undefined = TObject | undefined> {
   name: string
   title: string
   description: string
-  /** What tools/list advertises; a TypeBox object, or any JSON Schema object with `argumentsSchema` beside it. */
-  inputSchema: TObject | Record<string, unknown>
-  /** Checks the arguments when `inputSchema` is not TypeBox (keywords such as `$defs` the checker does not resolve). */
-  argumentsSchema?: TObject
-  outputSchema?: TObject
+  /** What tools/list advertises and what the arguments are checked against before `run`. */
+  inputSchema: I
+  outputSchema?: O
   annotations: ToolAnnotations
   /**
    * Runs the tool with arguments already checked against `inputSchema`.
-   * Throws CalculationError or ToolInputError for failures the caller should see as `isError` results.
+   * Throws ToolInputError for failures the caller should see as `isError` results.
    */
-  run (args: Args, context: ToolCallContext): Promise<CallToolResult>
+  run (args: Static<I>, context: ToolContext): Promise<ToolResult<O>>
 }
 
 export interface ResourceDefinition {
@@ -64,7 +101,7 @@ export interface ResourceDefinition {
   description: string
   mimeType: string
   /** Text, or bytes sent as a base64 blob. */
-  read (context: SessionContext): Promise<string | Uint8Array>
+  read (context: FeatureContext): Promise<string | Uint8Array>
 }
 
 export interface ResourceTemplateDefinition {
@@ -74,9 +111,9 @@ export interface ResourceTemplateDefinition {
   description: string
   mimeType: string
   /** Returns undefined when nothing exists at the URI. */
-  read (context: SessionContext, variables: Record<string, string>): Promise<string | Uint8Array | undefined>
+  read (context: FeatureContext, variables: Record<string, string>): Promise<string | Uint8Array | undefined>
   /** Values for a template variable that start with `prefix`. */
-  complete? (context: SessionContext, variable: string, prefix: string): Promise<string[]>
+  complete? (context: FeatureContext, variable: string, prefix: string): Promise<string[]>
 }
 
 export interface PromptArgumentDefinition {
@@ -95,57 +132,68 @@ export interface PromptDefinition {
   get (args: Record<string, string>): GetPromptResult
 }
 
-/** Thrown by a tool for arguments that pass the schema but make no sense together. */
-export class ToolInputError extends Error {
-  override name = 'ToolInputError'
+/** A registered entry and the feature it belongs to (the logger name of its messages). */
+interface Owned<T> {
+  feature: string
+  definition: T
 }
 
-interface CompiledTool {
-  definition: ToolDefinition
+export interface RegisteredTool extends Owned<ToolDefinition> {
   check: TypeCheck<TObject>
 }
 
-interface CompiledTemplate {
-  definition: ResourceTemplateDefinition
+export interface RegisteredTemplate extends Owned<ResourceTemplateDefinition> {
   template: UriTemplate
 }
 
+/** Registers one feature's tools, resources and prompts; see FeatureRegistry.feature. */
+export interface Feature {
+  readonly name: string
+  /** @throws {Error} when the name is already taken. */
+  addTool<I extends TObject, O extends TObject | undefined = undefined> (definition: ToolDefinition<I, O>): void
+  /** @throws {Error} when the URI is already taken. */
+  addResource (definition: ResourceDefinition): void
+  addResourceTemplate (definition: ResourceTemplateDefinition): void
+  /** @throws {Error} when the name is already taken. */
+  addPrompt (definition: PromptDefinition): void
+}
+
 /**
- * Everything a session serves: tools, resources, templates and prompts, registered by plugins at
+ * Everything a session serves: tools, resources, templates and prompts, added by feature plugins at
  * boot and shared read-only by every session. Lists and validators are built once here.
  */
 export class FeatureRegistry {
-  readonly #tools = new Map<string, CompiledTool>()
-  readonly #resources = new Map<string, ResourceDefinition>()
-  readonly #templates: CompiledTemplate[] = []
+  readonly #tools = new Map<string, RegisteredTool>()
+  readonly #resources = new Map<string, Owned<ResourceDefinition>>()
+  readonly #templates: RegisteredTemplate[] = []
   readonly #prompts = new Map<string, PromptDefinition>()
   #toolList?: object[]
 
-  /** @throws {Error} when the name is already taken. */
-  addTool (definition: ToolDefinition): void {
-    if (this.#tools.has(definition.name)) throw new Error(`Tool ${definition.name} is registered twice`)
-    const schema = definition.argumentsSchema ?? definition.inputSchema
-    if (!(Kind in schema)) throw new Error(`Tool ${definition.name} needs a TypeBox argumentsSchema to check its arguments`)
-    this.#tools.set(definition.name, { definition, check: TypeCompiler.Compile(schema as TObject) })
-    this.#toolList = undefined
+  /** A handle for one feature to add what it serves; `name` becomes the logger of its log messages. */
+  feature (name: string): Feature {
+    return {
+      name,
+      addTool: definition => {
+        if (this.#tools.has(definition.name)) throw new Error(`Tool ${definition.name} is registered twice`)
+        this.#tools.set(definition.name, { feature: name, definition: definition as unknown as ToolDefinition, check: TypeCompiler.Compile(definition.inputSchema) })
+        this.#toolList = undefined
+      },
+      addResource: definition => {
+        if (this.#resources.has(definition.uri)) throw new Error(`Resource ${definition.uri} is registered twice`)
+        this.#resources.set(definition.uri, { feature: name, definition })
+      },
+      addResourceTemplate: definition => {
+        this.#templates.push({ feature: name, definition, template: new UriTemplate(definition.uriTemplate) })
+      },
+      addPrompt: definition => {
+        if (this.#prompts.has(definition.name)) throw new Error(`Prompt ${definition.name} is registered twice`)
+        this.#prompts.set(definition.name, definition)
+      }
+    }
   }
 
-  addResource (definition: ResourceDefinition): void {
-    if (this.#resources.has(definition.uri)) throw new Error(`Resource ${definition.uri} is registered twice`)
-    this.#resources.set(definition.uri, definition)
-  }
-
-  addResourceTemplate (definition: ResourceTemplateDefinition): void {
-    this.#templates.push({ definition, template: new UriTemplate(definition.uriTemplate) })
-  }
-
-  addPrompt (definition: PromptDefinition): void {
-    if (this.#prompts.has(definition.name)) throw new Error(`Prompt ${definition.name} is registered twice`)
-    this.#prompts.set(definition.name, definition)
-  }
-
-  tool (name: string): CompiledTool | undefined { return this.#tools.get(name) }
-  resource (uri: string): ResourceDefinition | undefined { return this.#resources.get(uri) }
+  tool (name: string): RegisteredTool | undefined { return this.#tools.get(name) }
+  resource (uri: string): Owned<ResourceDefinition> | undefined { return this.#resources.get(uri) }
   prompt (name: string): PromptDefinition | undefined { return this.#prompts.get(name) }
 
   /** The `tools/list` entries, built once. */
@@ -161,34 +209,34 @@ export class FeatureRegistry {
     return this.#toolList
   }
 
-  resourceList (): ResourceDefinition[] { return [...this.#resources.values()] }
+  resourceList (): ResourceDefinition[] { return [...this.#resources.values()].map(r => r.definition) }
   templateList (): ResourceTemplateDefinition[] { return this.#templates.map(t => t.definition) }
   promptList (): PromptDefinition[] { return [...this.#prompts.values()] }
 
   /** The template whose pattern matches `uri`, with its variables. */
-  matchTemplate (uri: string): { definition: ResourceTemplateDefinition, variables: Record<string, string> } | undefined {
-    for (const { definition, template } of this.#templates) {
-      const match = template.match(uri)
+  matchTemplate (uri: string): { registered: RegisteredTemplate, variables: Record<string, string> } | undefined {
+    for (const registered of this.#templates) {
+      const match = registered.template.match(uri)
       if (match !== null) {
         const variables: Record<string, string> = {}
         for (const [key, value] of Object.entries(match)) variables[key] = Array.isArray(value) ? value.join(',') : value
-        return { definition, variables }
+        return { registered, variables }
       }
     }
     return undefined
   }
 
-  templateByPattern (uriTemplate: string): ResourceTemplateDefinition | undefined {
-    return this.#templates.find(t => t.definition.uriTemplate === uriTemplate)?.definition
+  templateByPattern (uriTemplate: string): RegisteredTemplate | undefined {
+    return this.#templates.find(t => t.definition.uriTemplate === uriTemplate)
   }
 }
 
 /** A successful tool result carrying both structured content and its text form. */
-export function toolResult (structured: Record<string, unknown>, text?: string): CallToolResult {
+export function toolResult<T extends Record<string, unknown>> (structured: T, text?: string): CallToolResult & { structuredContent: T } {
   return { content: [{ type: 'text', text: text ?? JSON.stringify(structured) }], structuredContent: structured }
 }
 
 /** A failed tool result the model can read and act on. */
-export function toolError (message: string): CallToolResult {
+export function toolError (message: string): CallToolResult & { isError: true } {
   return { content: [{ type: 'text', text: message }], isError: true }
 }

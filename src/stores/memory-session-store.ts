@@ -1,14 +1,23 @@
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js'
 import {
-  DEFAULT_EVENT_LIMIT, streamOfEventId,
-  type HistoryEntry, type LogLevel, type NewHistoryEntry, type SessionRecord, type SessionStore, type SessionStoreOptions, type StoredEvent
+  DEFAULT_EVENT_LIMIT, DEFAULT_RATE_WINDOW_MS, checkStateName, rateWindow, streamOfEventId,
+  type CounterUpdate, type LogEntry, type LogLevel, type LogSpec, type SessionRecord, type SessionStore,
+  type SessionStoreOptions, type StoredEvent, type Touched
 } from './session-store.js'
+
+interface Log {
+  /** The last number given. */
+  appended: number
+  /** Oldest first; may hold up to twice the limit, readers look at the newest `maxEntries`. */
+  entries: LogEntry[]
+}
 
 interface Slot {
   record: SessionRecord
-  history: HistoryEntry[]
-  stats: Record<string, number>
-  nextCalculationId: number
+  rateStart: number
+  rateHits: number
+  logs: Map<string, Log>
+  counters: Map<string, Record<string, number>>
   events: Array<StoredEvent & { streamId: string, position: number }>
   nextEventPosition: number
 }
@@ -20,31 +29,44 @@ interface Slot {
 export class MemorySessionStore implements SessionStore {
   readonly mode = 'memory'
   readonly #slots = new Map<string, Slot>()
+  readonly #hits = new Map<string, { start: number, hits: number }>()
   readonly #ttlMs: number
-  readonly #historyLimit: number
   readonly #eventLimit: number
+  readonly #rateWindowMs: number
   readonly #options: SessionStoreOptions
   readonly #sweeper: NodeJS.Timeout
 
   constructor (options: SessionStoreOptions) {
     this.#ttlMs = options.ttlSeconds * 1000
-    this.#historyLimit = options.historyLimit
     this.#eventLimit = options.eventLimit ?? DEFAULT_EVENT_LIMIT
+    this.#rateWindowMs = options.rateWindowMs ?? DEFAULT_RATE_WINDOW_MS
     this.#options = options
-    this.#sweeper = setInterval(() => this.#sweep(), Math.min(this.#ttlMs, 60_000))
+    this.#sweeper = setInterval(() => this.#sweep(), Math.min(this.#ttlMs, this.#rateWindowMs, 60_000))
     this.#sweeper.unref()
   }
 
   async create (record: SessionRecord): Promise<void> {
-    this.#slots.set(record.id, { record: structuredClone(record), history: [], stats: {}, nextCalculationId: 1, events: [], nextEventPosition: 1 })
+    this.#slots.set(record.id, {
+      record: structuredClone(record),
+      rateStart: record.createdAt,
+      rateHits: 1,
+      logs: new Map(),
+      counters: new Map(),
+      events: [],
+      nextEventPosition: 1
+    })
   }
 
-  async touch (id: string): Promise<SessionRecord | undefined> {
+  async touch (id: string): Promise<Touched | undefined> {
     const slot = this.#live(id)
     if (slot === undefined) return undefined
+    const now = Date.now()
     slot.record.requestCount++
-    slot.record.lastActivityAt = Date.now()
-    return slot.record
+    slot.record.lastActivityAt = now
+    const window = rateWindow(now, slot.rateStart, slot.rateHits, this.#rateWindowMs)
+    slot.rateStart = window.start
+    slot.rateHits = window.hits
+    return { record: slot.record, hits: window.hits, resetMs: window.resetMs }
   }
 
   async get (id: string): Promise<SessionRecord | undefined> {
@@ -68,39 +90,53 @@ export class MemorySessionStore implements SessionStore {
     slot.record.subscriptions = subscriptions
   }
 
-  async appendHistory (id: string, entry: NewHistoryEntry): Promise<HistoryEntry> {
-    // Built field by field: a spread into a literal with more fields is a slow path in V8.
-    const stored: HistoryEntry = { id: '', operation: entry.operation, expression: entry.expression, inputs: entry.inputs, result: entry.result, timestamp: new Date().toISOString() }
+  async setStreamNode (id: string, node: string): Promise<void> {
     const slot = this.#live(id)
-    if (slot === undefined) return stored
-    stored.id = String(slot.nextCalculationId++)
-    slot.history.push(stored)
-    // Trimmed in batches (amortised O(1) per entry); readers look at the newest `historyLimit` only.
-    if (slot.history.length >= 2 * this.#historyLimit) slot.history.splice(0, slot.history.length - this.#historyLimit)
-    slot.stats[entry.operation] = (slot.stats[entry.operation] ?? 0) + 1
-    slot.record.calculationCount++
+    if (slot !== undefined) slot.record.streamNode = node
+  }
+
+  async append<T> (scope: string, spec: LogSpec, entries: readonly T[], count?: CounterUpdate): Promise<Array<LogEntry<T>> | undefined> {
+    const slot = this.#live(scope)
+    if (slot === undefined) return undefined
+    const log = this.#log(slot, spec)
+    const at = Date.now()
+    const stored = entries.map(data => ({ seq: ++log.appended, at, data }))
+    log.entries.push(...stored)
+    // Trimmed in batches (amortised O(1) per entry).
+    if (log.entries.length >= 2 * spec.maxEntries) log.entries.splice(0, log.entries.length - spec.maxEntries)
+    if (count !== undefined) {
+      let counters = slot.counters.get(checkStateName(count.set))
+      if (counters === undefined) slot.counters.set(count.set, counters = {})
+      for (const name in count.add) counters[name] = (counters[name] ?? 0) + count.add[name]!
+    }
     return stored
   }
 
-  async history (id: string, limit?: number): Promise<HistoryEntry[]> {
-    const history = this.#live(id)?.history ?? []
-    return history.slice(-Math.min(limit ?? this.#historyLimit, this.#historyLimit))
+  async entries<T> (scope: string, spec: LogSpec, last?: number): Promise<{ entries: Array<LogEntry<T>>, appended: number }> {
+    const log = this.#live(scope)?.logs.get(spec.name)
+    if (log === undefined) return { entries: [], appended: 0 }
+    const wanted = Math.min(last ?? spec.maxEntries, spec.maxEntries)
+    return { entries: (wanted <= 0 ? [] : log.entries.slice(-wanted)) as Array<LogEntry<T>>, appended: log.appended }
   }
 
-  async findCalculation (id: string, calculationId: string): Promise<HistoryEntry | undefined> {
-    return this.#live(id)?.history.slice(-this.#historyLimit).find(entry => entry.id === calculationId)
+  async entry<T> (scope: string, spec: LogSpec, seq: number): Promise<LogEntry<T> | undefined> {
+    const log = this.#live(scope)?.logs.get(spec.name)
+    if (log === undefined || seq <= log.appended - spec.maxEntries) return undefined
+    // Numbers are consecutive, so an entry's index follows from the first one's.
+    const first = log.entries[0]
+    return first === undefined ? undefined : log.entries[seq - first.seq] as LogEntry<T> | undefined
   }
 
-  async clearHistory (id: string): Promise<number> {
-    const slot = this.#live(id)
-    if (slot === undefined) return 0
-    const cleared = Math.min(slot.history.length, this.#historyLimit)
-    slot.history = []
+  async clear (scope: string, spec: LogSpec): Promise<number> {
+    const log = this.#live(scope)?.logs.get(spec.name)
+    if (log === undefined) return 0
+    const cleared = Math.min(log.entries.length, spec.maxEntries)
+    log.entries = []
     return cleared
   }
 
-  async stats (id: string): Promise<Record<string, number>> {
-    return { ...this.#live(id)?.stats }
+  async counters (scope: string, set: string): Promise<Record<string, number>> {
+    return { ...this.#live(scope)?.counters.get(set) }
   }
 
   async appendEvent (id: string, streamId: string, message: JSONRPCMessage | null): Promise<string | undefined> {
@@ -109,7 +145,7 @@ export class MemorySessionStore implements SessionStore {
     const position = slot.nextEventPosition++
     const eventId = `${streamId}.${position}`
     slot.events.push({ eventId, streamId, position, message })
-    // Trimmed in batches like the history; readers look at the newest `eventLimit` only.
+    // Trimmed in batches like the logs; readers look at the newest `eventLimit` only.
     if (slot.events.length >= 2 * this.#eventLimit) slot.events.splice(0, slot.events.length - this.#eventLimit)
     return eventId
   }
@@ -125,6 +161,13 @@ export class MemorySessionStore implements SessionStore {
     return { streamId, events }
   }
 
+  async hit (key: string): Promise<{ hits: number, resetMs: number }> {
+    const counted = this.#hits.get(key)
+    const window = rateWindow(Date.now(), counted?.start ?? 0, counted?.hits ?? 0, this.#rateWindowMs)
+    this.#hits.set(key, { start: window.start, hits: window.hits })
+    return { hits: window.hits, resetMs: window.resetMs }
+  }
+
   async count (): Promise<number> {
     return this.#slots.size
   }
@@ -133,6 +176,12 @@ export class MemorySessionStore implements SessionStore {
 
   async close (): Promise<void> {
     clearInterval(this.#sweeper)
+  }
+
+  #log (slot: Slot, spec: LogSpec): Log {
+    let log = slot.logs.get(spec.name)
+    if (log === undefined) slot.logs.set(checkStateName(spec.name), log = { appended: 0, entries: [] })
+    return log
   }
 
   #live (id: string): Slot | undefined {
@@ -147,11 +196,15 @@ export class MemorySessionStore implements SessionStore {
   }
 
   #sweep (): void {
-    const oldest = Date.now() - this.#ttlMs
+    const now = Date.now()
+    const oldest = now - this.#ttlMs
     let expired = 0
     for (const [id, slot] of this.#slots) {
       if (slot.record.lastActivityAt <= oldest && this.#slots.delete(id)) expired++
     }
     if (expired > 0) this.#options.observer?.sessionsExpired?.(expired)
+    for (const [key, counted] of this.#hits) {
+      if (now - counted.start >= this.#rateWindowMs) this.#hits.delete(key)
+    }
   }
 }

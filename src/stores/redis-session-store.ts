@@ -1,26 +1,28 @@
 import type { Cluster, Redis } from 'ioredis'
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js'
 import { StorageUnavailableError } from '../errors.js'
-import type { ServerObserver } from '../observer.js'
 import {
-  DEFAULT_EVENT_LIMIT, streamOfEventId,
-  type HistoryEntry, type LogLevel, type NewHistoryEntry, type SessionRecord, type SessionStore, type SessionStoreOptions, type StoredEvent
+  DEFAULT_EVENT_LIMIT, DEFAULT_RATE_WINDOW_MS, checkStateName, streamOfEventId,
+  type CounterUpdate, type LogEntry, type LogLevel, type LogSpec, type SessionRecord, type SessionStore,
+  type SessionStoreOptions, type StoreObserver, type StoredEvent, type Touched
 } from './session-store.js'
 
 /**
- * Key layout. Every key of one session carries the session id as its hash tag, so they share a
+ * Key layout. Every key of one scope (a session) carries its id as the hash tag, so they share a
  * cluster slot and each operation below is one atomic script.
- *   mcp:{id}:s   hash    the session record
- *   mcp:{id}:h   list    history entries (JSON), oldest first, trimmed to the limit
- *   mcp:{id}:st  hash    calculations per operation
+ *   mcp:{id}:s   hash    the session record, with its rate-limit window (rateStart, rateHits)
  *   mcp:{id}:e   stream  SSE events (fields s = stream id, m = message), trimmed to the limit
+ *   mcp:{id}:f   hash    the features' logs: <log>.<seq> = entry JSON, <log>:n = last number
+ *                        given, <log>:lo = oldest number kept
+ *   mcp:{id}:c   hash    the features' counters: <set>.<name> = count
+ *   mcp:hits:<key> string requests of a client address in the current rate-limit window
  *   mcp:sessions zset    session id -> last activity (ms, refreshed every MAX_INDEX_LAG_MS at most),
  *                        for counting live sessions
- * All session keys expire together, SESSION_TTL_SECONDS after the last request.
+ * All keys of a scope expire together, SESSION_TTL_SECONDS after the last request.
  */
 const keys = (id: string) => {
   const tag = `mcp:{${id}}`
-  return [`${tag}:s`, `${tag}:h`, `${tag}:st`, `${tag}:e`] as const
+  return [`${tag}:s`, `${tag}:e`, `${tag}:f`, `${tag}:c`] as const
 }
 const SESSIONS = 'mcp:sessions'
 /** A session's score in mcp:sessions is refreshed at most this often (or a tenth of the TTL). */
@@ -28,27 +30,36 @@ const MAX_INDEX_LAG_MS = 60_000
 
 const SCRIPTS = {
   /**
-   * KEYS s h st e; ARGV now ttlMs full(0|1) indexEveryMs. Counts a request and slides every key's
-   * expiry. Returns whether the session is due for re-indexing in mcp:sessions, then the whole
-   * record (full) or only the fields other nodes may change: requestCount calculationCount
-   * logLevel subscriptions.
+   * KEYS s e f c; ARGV now ttlMs full(0|1) indexEveryMs windowMs. Counts a request in the record
+   * and in the rate-limit window, and slides every key's expiry. Returns whether the session is due
+   * for re-indexing in mcp:sessions, the window's hits and milliseconds left, then the whole record
+   * (full) or only the fields other nodes may change: requestCount logLevel subscriptions streamNode.
    */
   mcpTouch: {
     keys: 4,
     lua: `
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-redis.call('HINCRBY', KEYS[1], 'requestCount', 1)
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[5])
+local state = redis.call('HMGET', KEYS[1], 'indexedAt', 'rateStart', 'rateHits')
 local reindex = 0
-if tonumber(ARGV[1]) - tonumber(redis.call('HGET', KEYS[1], 'indexedAt') or '0') >= tonumber(ARGV[4]) then
-  redis.call('HSET', KEYS[1], 'indexedAt', ARGV[1])
+local start = tonumber(state[2] or '0')
+local hits = tonumber(state[3] or '0') + 1
+if now - start >= window then start = now; hits = 1 end
+if now - tonumber(state[1] or '0') >= tonumber(ARGV[4]) then
   reindex = 1
+  redis.call('HSET', KEYS[1], 'lastActivityAt', now, 'rateStart', start, 'rateHits', hits, 'indexedAt', now)
+else
+  redis.call('HSET', KEYS[1], 'lastActivityAt', now, 'rateStart', start, 'rateHits', hits)
 end
-redis.call('HSET', KEYS[1], 'lastActivityAt', ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'requestCount', 1)
 for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
-if ARGV[3] == '1' then return {reindex, redis.call('HGETALL', KEYS[1])} end
-return {reindex, redis.call('HMGET', KEYS[1], 'requestCount', 'calculationCount', 'logLevel', 'subscriptions')}`
+local fields
+if ARGV[3] == '1' then fields = redis.call('HGETALL', KEYS[1])
+else fields = redis.call('HMGET', KEYS[1], 'requestCount', 'logLevel', 'subscriptions', 'streamNode') end
+return {reindex, hits, start + window - now, fields}`
   },
-  /** KEYS s h st e; ARGV ttlMs field value ... */
+  /** KEYS s e f c; ARGV ttlMs field value ... */
   mcpCreate: {
     keys: 4,
     lua: `
@@ -76,38 +87,64 @@ if ARGV[2] == '1' then table.insert(kept, ARGV[1]) end
 local encoded = #kept == 0 and '[]' or cjson.encode(kept)
 return redis.call('HSET', KEYS[1], 'subscriptions', encoded)`
   },
-  /** KEYS s h st; ARGV entryJsonWithoutOpeningBrace limit operation ttlMs. Returns the new id. */
-  mcpAppendHistory: {
+  /**
+   * KEYS s f c; ARGV log maxEntries at entryCount entry... counterSet (name amount)...
+   * Appends the entries (numbered on), drops the oldest past maxEntries, adds to the counters, and
+   * lets the feature keys expire with the scope. Returns the last number given.
+   */
+  mcpAppend: {
     keys: 3,
     lua: `
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-local id = redis.call('HINCRBY', KEYS[1], 'lastCalculationId', 1)
-redis.call('HINCRBY', KEYS[1], 'calculationCount', 1)
-redis.call('RPUSH', KEYS[2], '{"id":"' .. id .. '",' .. ARGV[1])
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
-redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-redis.call('PEXPIRE', KEYS[3], ARGV[4])
-return id`
+local log = ARGV[1]
+local state = redis.call('HMGET', KEYS[2], log .. ':n', log .. ':lo')
+local n = tonumber(state[1] or '0')
+local lo = tonumber(state[2] or '1')
+local count = tonumber(ARGV[4])
+for i = 5, 4 + count do
+  n = n + 1
+  redis.call('HSET', KEYS[2], log .. '.' .. n, '{"seq":' .. n .. ',"at":' .. ARGV[3] .. ',"data":' .. ARGV[i] .. '}')
+end
+local keep = tonumber(ARGV[2])
+while n - lo + 1 > keep do
+  redis.call('HDEL', KEYS[2], log .. '.' .. lo)
+  lo = lo + 1
+end
+redis.call('HSET', KEYS[2], log .. ':n', n, log .. ':lo', lo)
+local ttl = redis.call('PTTL', KEYS[1])
+redis.call('PEXPIRE', KEYS[2], ttl)
+if #ARGV > 4 + count then
+  local set = ARGV[5 + count]
+  for i = 6 + count, #ARGV, 2 do redis.call('HINCRBY', KEYS[3], set .. '.' .. ARGV[i], ARGV[i + 1]) end
+  redis.call('PEXPIRE', KEYS[3], ttl)
+end
+return n`
   },
-  /** KEYS h; ARGV calculationId. Ids in the list are consecutive, so the index follows from the first. */
-  mcpFindCalculation: {
+  /** KEYS f; ARGV log last. Returns the last number given, then the newest `last` entries kept, oldest first. */
+  mcpEntries: {
     keys: 1,
     lua: `
-local first = redis.call('LINDEX', KEYS[1], 0)
-if not first then return false end
-local index = tonumber(ARGV[1]) - tonumber(cjson.decode(first).id)
-if index < 0 then return false end
-return redis.call('LINDEX', KEYS[1], index)`
+local log = ARGV[1]
+local state = redis.call('HMGET', KEYS[1], log .. ':n', log .. ':lo')
+local n = tonumber(state[1] or '0')
+local from = math.max(tonumber(state[2] or '1'), n - tonumber(ARGV[2]) + 1)
+if from > n then return {n, {}} end
+local fields = {}
+for seq = from, n do fields[#fields + 1] = log .. '.' .. seq end
+return {n, redis.call('HMGET', KEYS[1], unpack(fields))}`
   },
-  /** KEYS s h; returns how many entries were removed. */
-  mcpClearHistory: {
+  /** KEYS s f; ARGV log. Returns how many entries were dropped. */
+  mcpClear: {
     keys: 2,
     lua: `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local n = redis.call('LLEN', KEYS[2])
-redis.call('DEL', KEYS[2])
-return n`
+local log = ARGV[1]
+local state = redis.call('HMGET', KEYS[2], log .. ':n', log .. ':lo')
+local n = tonumber(state[1] or '0')
+local lo = tonumber(state[2] or '1')
+for seq = lo, n do redis.call('HDEL', KEYS[2], log .. '.' .. seq) end
+if n > 0 then redis.call('HSET', KEYS[2], log .. ':lo', n + 1) end
+return math.max(0, n - lo + 1)`
   },
   /** KEYS s e; ARGV limit ttlMs (streamId message)... Returns the stream entry ids, in order. */
   mcpAppendEvents: {
@@ -120,6 +157,16 @@ for i = 3, #ARGV, 2 do
 end
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return ids`
+  },
+  /** KEYS hits; ARGV windowMs. A fixed window: returns the hits and milliseconds left. */
+  mcpHit: {
+    keys: 1,
+    lua: `
+local hits = redis.call('INCR', KEYS[1])
+if hits == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
+return {hits, ttl}`
   }
 } as const
 
@@ -137,17 +184,18 @@ interface PendingEvent {
 function toRecord (fields: string[]): SessionRecord {
   const hash: Record<string, string> = {}
   for (let i = 0; i < fields.length; i += 2) hash[fields[i]!] = fields[i + 1]!
-  return {
+  const record: SessionRecord = {
     id: hash.id!,
     createdAt: Number(hash.createdAt),
     lastActivityAt: Number(hash.lastActivityAt),
     protocolVersion: hash.protocolVersion!,
     initializeParams: JSON.parse(hash.initializeParams!),
-    ...(hash.logLevel !== undefined && { logLevel: hash.logLevel as LogLevel }),
     subscriptions: JSON.parse(hash.subscriptions ?? '[]'),
-    requestCount: Number(hash.requestCount),
-    calculationCount: Number(hash.calculationCount ?? 0)
+    requestCount: Number(hash.requestCount)
   }
+  if (hash.logLevel !== undefined) record.logLevel = hash.logLevel as LogLevel
+  if (hash.streamNode !== undefined) record.streamNode = hash.streamNode
+  return record
 }
 
 /**
@@ -159,10 +207,10 @@ export class RedisSessionStore implements SessionStore {
   readonly mode = 'redis'
   readonly #redis: Client
   readonly #ttlMs: number
-  readonly #historyLimit: number
   readonly #eventLimit: number
+  readonly #rateWindowMs: number
   readonly #indexEveryMs: number
-  readonly #observer?: ServerObserver
+  readonly #observer?: StoreObserver
   readonly #eventBatches = new Map<string, PendingEvent[]>()
 
   /** The client is borrowed: closing the store leaves it open for its owner to close. */
@@ -172,8 +220,8 @@ export class RedisSessionStore implements SessionStore {
     }
     this.#redis = redis as Client
     this.#ttlMs = options.ttlSeconds * 1000
-    this.#historyLimit = options.historyLimit
     this.#eventLimit = options.eventLimit ?? DEFAULT_EVENT_LIMIT
+    this.#rateWindowMs = options.rateWindowMs ?? DEFAULT_RATE_WINDOW_MS
     this.#indexEveryMs = Math.min(this.#ttlMs / 10, MAX_INDEX_LAG_MS)
     this.#observer = options.observer
   }
@@ -187,8 +235,9 @@ export class RedisSessionStore implements SessionStore {
       'initializeParams', JSON.stringify(record.initializeParams),
       'subscriptions', JSON.stringify(record.subscriptions),
       'requestCount', record.requestCount,
-      'calculationCount', record.calculationCount,
       'indexedAt', record.lastActivityAt,
+      'rateStart', record.createdAt,
+      'rateHits', 1,
       ...(record.logLevel === undefined ? [] : ['logLevel', record.logLevel])
     ]
     await this.#run('create', async () => {
@@ -197,15 +246,15 @@ export class RedisSessionStore implements SessionStore {
     })
   }
 
-  async touch (id: string, known?: SessionRecord): Promise<SessionRecord | undefined> {
+  async touch (id: string, known?: SessionRecord): Promise<Touched | undefined> {
     const now = Date.now()
-    const reply = await this.#run('touch', () => this.#redis.mcpTouch(...keys(id), now, this.#ttlMs, known === undefined ? '1' : '0', this.#indexEveryMs)) as [number, Array<string | null>] | null
+    const reply = await this.#run('touch', () => this.#redis.mcpTouch(...keys(id), now, this.#ttlMs, known === undefined ? '1' : '0', this.#indexEveryMs, this.#rateWindowMs)) as [number, number, number, Array<string | null>] | null
     if (reply === null) return undefined
-    const [reindex, fields] = reply
+    const [reindex, hits, resetMs, fields] = reply
     // The index only counts live sessions, so it may lag activity by indexEveryMs; not awaited.
     if (reindex === 1) this.#redis.zadd(SESSIONS, now, id).catch(() => {})
-    if (known === undefined) return toRecord(fields as string[])
-    const [requestCount, calculationCount, logLevel, subscriptions] = fields
+    if (known === undefined) return { record: toRecord(fields as string[]), hits, resetMs }
+    const [requestCount, logLevel, subscriptions, streamNode] = fields
     const record: SessionRecord = {
       id,
       createdAt: known.createdAt,
@@ -213,11 +262,11 @@ export class RedisSessionStore implements SessionStore {
       protocolVersion: known.protocolVersion,
       initializeParams: known.initializeParams,
       subscriptions: JSON.parse(subscriptions ?? '[]'),
-      requestCount: Number(requestCount),
-      calculationCount: Number(calculationCount ?? 0)
+      requestCount: Number(requestCount)
     }
     if (logLevel !== null) record.logLevel = logLevel as LogLevel
-    return record
+    if (streamNode !== null) record.streamNode = streamNode
+    return { record, hits, resetMs }
   }
 
   async get (id: string): Promise<SessionRecord | undefined> {
@@ -244,33 +293,49 @@ export class RedisSessionStore implements SessionStore {
     await this.#run('setSubscription', () => this.#redis.mcpSubscribe(keys(id)[0], uri, subscribed ? '1' : '0'))
   }
 
-  async appendHistory (id: string, entry: NewHistoryEntry): Promise<HistoryEntry> {
-    const timestamp = new Date().toISOString()
-    const json = JSON.stringify({ operation: entry.operation, expression: entry.expression, inputs: entry.inputs, result: entry.result, timestamp })
-    const [s, h, st] = keys(id)
-    const calculationId = await this.#run('appendHistory', () => this.#redis.mcpAppendHistory(s, h, st, json.slice(1), this.#historyLimit, entry.operation, this.#ttlMs))
-    return { id: calculationId === null ? '' : String(calculationId), operation: entry.operation, expression: entry.expression, inputs: entry.inputs, result: entry.result, timestamp }
+  async setStreamNode (id: string, node: string): Promise<void> {
+    await this.#run('setStreamNode', () => this.#redis.mcpSetField(keys(id)[0], 'streamNode', node))
   }
 
-  async history (id: string, limit?: number): Promise<HistoryEntry[]> {
-    const entries = await this.#run('history', () => this.#redis.lrange(keys(id)[1], limit === undefined ? 0 : -limit, -1))
-    return entries.map(e => JSON.parse(e))
+  async append<T> (scope: string, log: LogSpec, entries: readonly T[], count?: CounterUpdate): Promise<Array<LogEntry<T>> | undefined> {
+    const [s, , f, c] = keys(scope)
+    const at = Date.now()
+    const args: Array<string | number> = [checkStateName(log.name), log.maxEntries, at, entries.length]
+    for (const entry of entries) args.push(JSON.stringify(entry))
+    if (count !== undefined) {
+      args.push(checkStateName(count.set))
+      for (const name in count.add) args.push(name, count.add[name]!)
+    }
+    const last = await this.#run('append', () => this.#redis.mcpAppend(s, f, c, ...args)) as number | null
+    if (last === null) return undefined
+    const first = last - entries.length + 1
+    return entries.map((data, i) => ({ seq: first + i, at, data }))
   }
 
-  async findCalculation (id: string, calculationId: string): Promise<HistoryEntry | undefined> {
-    if (!/^\d{1,15}$/.test(calculationId)) return undefined
-    const entry = await this.#run('findCalculation', () => this.#redis.mcpFindCalculation(keys(id)[1], calculationId)) as string | null
-    return entry === null ? undefined : JSON.parse(entry)
+  async entries<T> (scope: string, log: LogSpec, last?: number): Promise<{ entries: Array<LogEntry<T>>, appended: number }> {
+    const wanted = Math.min(last ?? log.maxEntries, log.maxEntries)
+    const [appended, values] = await this.#run('entries', () => this.#redis.mcpEntries(keys(scope)[2], log.name, wanted)) as [number, Array<string | null>]
+    const entries: Array<LogEntry<T>> = []
+    for (const value of values) if (value !== null) entries.push(JSON.parse(value))
+    return { entries, appended }
   }
 
-  async clearHistory (id: string): Promise<number> {
-    const [s, h] = keys(id)
-    return Number(await this.#run('clearHistory', () => this.#redis.mcpClearHistory(s, h)))
+  async entry<T> (scope: string, log: LogSpec, seq: number): Promise<LogEntry<T> | undefined> {
+    const value = await this.#run('entry', () => this.#redis.hget(keys(scope)[2], `${log.name}.${seq}`))
+    return value === null ? undefined : JSON.parse(value)
   }
 
-  async stats (id: string): Promise<Record<string, number>> {
-    const hash = await this.#run('stats', () => this.#redis.hgetall(keys(id)[2]))
-    return Object.fromEntries(Object.entries(hash).map(([op, n]) => [op, Number(n)]))
+  async clear (scope: string, log: LogSpec): Promise<number> {
+    const [s, , f] = keys(scope)
+    return Number(await this.#run('clear', () => this.#redis.mcpClear(s, f, log.name)))
+  }
+
+  async counters (scope: string, set: string): Promise<Record<string, number>> {
+    const hash = await this.#run('counters', () => this.#redis.hgetall(keys(scope)[3]))
+    const prefix = `${set}.`
+    const counters: Record<string, number> = {}
+    for (const field in hash) if (field.startsWith(prefix)) counters[field.slice(prefix.length)] = Number(hash[field])
+    return counters
   }
 
   /** Events of one session appended in the same tick (a priming event and the first progress, say) go in one script call. */
@@ -290,7 +355,7 @@ export class RedisSessionStore implements SessionStore {
   async #appendEvents (id: string): Promise<void> {
     const batch = this.#eventBatches.get(id)!
     this.#eventBatches.delete(id)
-    const [s, , , e] = keys(id)
+    const [s, e] = keys(id)
     const args: string[] = []
     for (const { streamId, message } of batch) args.push(streamId, message === null ? '' : JSON.stringify(message))
     try {
@@ -305,13 +370,18 @@ export class RedisSessionStore implements SessionStore {
     const streamId = streamOfEventId(lastEventId)
     const after = lastEventId.slice(lastEventId.lastIndexOf('.') + 1)
     if (streamId === undefined || !STREAM_ENTRY_ID.test(after)) return undefined
-    const entries = await this.#run('eventsAfter', () => this.#redis.xrange(keys(id)[3], `(${after}`, '+'))
+    const entries = await this.#run('eventsAfter', () => this.#redis.xrange(keys(id)[1], `(${after}`, '+'))
     const events: StoredEvent[] = []
     for (const [entryId, fields] of entries) {
       // fields is [s, streamId, m, message]
       if (fields[1] === streamId && fields[3] !== '') events.push({ eventId: `${streamId}.${entryId}`, message: JSON.parse(fields[3]!) })
     }
     return { streamId, events }
+  }
+
+  async hit (key: string): Promise<{ hits: number, resetMs: number }> {
+    const [hits, resetMs] = await this.#run('hit', () => this.#redis.mcpHit(`mcp:hits:${key}`, this.#rateWindowMs)) as [number, number]
+    return { hits, resetMs }
   }
 
   async count (): Promise<number> {

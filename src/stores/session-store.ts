@@ -1,5 +1,4 @@
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js'
-import type { ServerObserver } from '../observer.js'
 
 /** What a client sent in `initialize`, kept so that any node can rebuild the session the same way. */
 export interface InitializeParams {
@@ -10,6 +9,7 @@ export interface InitializeParams {
 
 export type LogLevel = 'debug' | 'info' | 'notice' | 'warning' | 'error' | 'critical' | 'alert' | 'emergency'
 
+/** The protocol state of one session; features keep theirs in the session's scope (see ScopeStore). */
 export interface SessionRecord {
   id: string
   /** Milliseconds since the epoch. */
@@ -23,21 +23,16 @@ export interface SessionRecord {
   /** Resource URIs the client subscribed to. */
   subscriptions: string[]
   requestCount: number
-  calculationCount: number
+  /** The bus address of the node holding the session's GET stream, once one was opened. */
+  streamNode?: string
 }
 
-export interface NewHistoryEntry {
-  operation: string
-  expression: string
-  inputs: number[]
-  result: number
-}
-
-export interface HistoryEntry extends NewHistoryEntry {
-  /** Unique within the session; resolves through `calculator://history/{calculationId}`. */
-  id: string
-  /** ISO 8601. */
-  timestamp: string
+/** A touched session, with the requests it made in the current rate-limit window. */
+export interface Touched {
+  record: SessionRecord
+  hits: number
+  /** Milliseconds until the window ends. */
+  resetMs: number
 }
 
 /** One SSE event of a session; `message` is null for a priming event, which carries only its id. */
@@ -52,36 +47,73 @@ export function streamOfEventId (eventId: string): string | undefined {
   return dot <= 0 ? undefined : eventId.slice(0, dot)
 }
 
+/** A bounded, append-only log that a feature keeps per scope. Its entries are numbered from 1, never reused. */
+export interface LogSpec {
+  /** Unique among the logs of one scope: 1-64 of A-Z a-z 0-9 _ -. */
+  readonly name: string
+  /** Entries kept; the oldest are dropped past it. */
+  readonly maxEntries: number
+}
+
+export interface LogEntry<T = unknown> {
+  seq: number
+  /** Milliseconds since the epoch, when it was appended. */
+  at: number
+  data: T
+}
+
+/** Amounts to add to the named counters of one counter set, in the same step as an append. */
+export interface CounterUpdate {
+  readonly set: string
+  readonly add: Readonly<Record<string, number>>
+}
+
+/**
+ * State that features keep per scope, through primitives that know nothing of the feature: bounded
+ * logs and counter sets, named by the feature. A scope is a session id today; its state lives and
+ * expires with the scope, and goes when the scope is deleted. Each method is atomic for one scope
+ * (in Redis, one script on the scope's hash tag), and acts on nothing once the scope is gone.
+ * Methods reject with StorageUnavailableError when the backing store cannot be reached.
+ */
+export interface ScopeStore {
+  /**
+   * Appends entries to a log (all or none) and applies `count` in the same step.
+   * Returns the stored entries; undefined when the scope is gone.
+   */
+  append<T> (scope: string, log: LogSpec, entries: readonly T[], count?: CounterUpdate): Promise<Array<LogEntry<T>> | undefined>
+  /** The newest `last` entries (all kept when omitted), oldest first, and how many were ever appended. */
+  entries<T> (scope: string, log: LogSpec, last?: number): Promise<{ entries: Array<LogEntry<T>>, appended: number }>
+  /** One kept entry by its number. */
+  entry<T> (scope: string, log: LogSpec, seq: number): Promise<LogEntry<T> | undefined>
+  /** Drops every kept entry (numbering goes on); returns how many there were. */
+  clear (scope: string, log: LogSpec): Promise<number>
+  /** The counters of one set; empty when none was counted. */
+  counters (scope: string, set: string): Promise<Record<string, number>>
+}
+
 /**
  * Where sessions live. Every method is atomic for one session, so concurrent requests on any number
  * of nodes never lose an update. Methods that take a session id act on nothing when it is gone.
  * All methods reject with StorageUnavailableError when the backing store cannot be reached.
  */
-export interface SessionStore {
+export interface SessionStore extends ScopeStore {
   readonly mode: 'memory' | 'redis'
   /** Stores a new session; it is readable by every node once this resolves. */
   create (record: SessionRecord): Promise<void>
   /**
-   * Counts one request, slides the expiry of every key of the session, and returns it; undefined
-   * when gone. With `known`, the record as this node last read it, only what other nodes may have
-   * changed since is read back.
+   * Counts one request (in the session's record and its rate-limit window), slides the expiry of
+   * the session and everything in its scope, and returns it; undefined when gone. With `known`,
+   * the record as this node last read it, only what other nodes may have changed is read back.
    */
-  touch (id: string, known?: SessionRecord): Promise<SessionRecord | undefined>
+  touch (id: string, known?: SessionRecord): Promise<Touched | undefined>
   /** Reads a session without counting a request. */
   get (id: string): Promise<SessionRecord | undefined>
-  /** Ends a session and its history; false when it did not exist. */
+  /** Ends a session and everything in its scope; false when it did not exist. */
   delete (id: string): Promise<boolean>
   setLogLevel (id: string, level: LogLevel): Promise<void>
   setSubscription (id: string, uri: string, subscribed: boolean): Promise<void>
-  /** Appends one entry (dropping the oldest past the limit) and counts it; returns it with its id. */
-  appendHistory (id: string, entry: NewHistoryEntry): Promise<HistoryEntry>
-  /** The newest `limit` entries (all when omitted), oldest first. */
-  history (id: string, limit?: number): Promise<HistoryEntry[]>
-  findCalculation (id: string, calculationId: string): Promise<HistoryEntry | undefined>
-  /** Removes every entry; returns how many there were. Per-operation counts are kept. */
-  clearHistory (id: string): Promise<number>
-  /** Calculations per operation over the session's life. */
-  stats (id: string): Promise<Record<string, number>>
+  /** Records which node holds the session's GET stream. */
+  setStreamNode (id: string, node: string): Promise<void>
   /**
    * Appends an SSE event to the session's bounded event log and returns its id; undefined when the
    * session is gone.
@@ -92,6 +124,8 @@ export interface SessionStore {
    * priming events; undefined when the id is malformed or the session is gone.
    */
   eventsAfter (id: string, lastEventId: string): Promise<{ streamId: string, events: StoredEvent[] } | undefined>
+  /** Counts a request against `key` (a client address, say) in the current rate-limit window. */
+  hit (key: string): Promise<{ hits: number, resetMs: number }>
   /** Live sessions in the whole store. */
   count (): Promise<number>
   /** Resolves when the store answers; rejects with StorageUnavailableError otherwise. */
@@ -99,12 +133,34 @@ export interface SessionStore {
   close (): Promise<void>
 }
 
+/** What a store reports, for metrics; every callback is optional. */
+export interface StoreObserver {
+  sessionsExpired? (count: number): void
+  storageError? (operation: string): void
+}
+
 export interface SessionStoreOptions {
   ttlSeconds: number
-  historyLimit: number
   /** SSE events kept per session for resumption; the oldest are dropped. */
   eventLimit?: number
-  observer?: ServerObserver
+  /** The rate-limit window that `touch` and `hit` count requests in. */
+  rateWindowMs?: number
+  observer?: StoreObserver
 }
 
 export const DEFAULT_EVENT_LIMIT = 1000
+export const DEFAULT_RATE_WINDOW_MS = 60_000
+
+const LOG_NAME = /^[A-Za-z0-9_-]{1,64}$/
+
+/** @throws {Error} for a log or counter set name that the stores cannot key safely. */
+export function checkStateName (name: string): string {
+  if (!LOG_NAME.test(name)) throw new Error(`State name ${JSON.stringify(name)} must be 1-64 of A-Z a-z 0-9 _ -`)
+  return name
+}
+
+/** A fixed rate-limit window: counts restart when `windowMs` has passed since the window began. */
+export function rateWindow (now: number, start: number, hits: number, windowMs: number): { start: number, hits: number, resetMs: number } {
+  if (now - start >= windowMs) return { start: now, hits: 1, resetMs: windowMs }
+  return { start, hits: hits + 1, resetMs: start + windowMs - now }
+}

@@ -1,37 +1,45 @@
 import type { Cluster, Redis } from 'ioredis'
-import type { BusMessage, MessageBus } from './bus.js'
+import { type BusMessage, type MessageBus, newAddress } from './bus.js'
 
-const CHANNEL = 'mcp:bus'
+const channelOf = (address: string) => `mcp:bus:${address}`
 
 /**
- * The bus between nodes over Redis pub/sub: one channel that every node subscribes to once, so
- * routing costs nothing until a message actually has to cross nodes. On a cluster, Redis forwards
- * a publish to every shard.
+ * The bus between nodes over Redis pub/sub: a channel per node, so a node receives only the
+ * messages meant for it and bus traffic per node does not grow with the number of nodes. On a
+ * cluster the channels are sharded (SPUBLISH / SSUBSCRIBE): a message travels only within the
+ * shard that owns its channel.
  */
 export class RedisBus implements MessageBus {
+  readonly address = newAddress()
   readonly #publisher: Redis | Cluster
   readonly #subscriber: Redis | Cluster
+  readonly #sharded: boolean
   #handler?: (message: BusMessage) => void
 
   /** Both clients are borrowed; `subscriber` is given over to subscriber mode. */
-  constructor (publisher: Redis | Cluster, subscriber: Redis | Cluster) {
+  constructor (publisher: Redis | Cluster, subscriber: Redis | Cluster, sharded: boolean) {
     this.#publisher = publisher
     this.#subscriber = subscriber
-    subscriber.on('message', (channel: string, data: string) => {
-      if (channel !== CHANNEL) return
+    this.#sharded = sharded
+    const own = channelOf(this.address)
+    subscriber.on(sharded ? 'smessage' : 'message', (channel: string, data: string) => {
+      if (channel !== own) return
       let message: BusMessage
       try { message = JSON.parse(data) } catch { return }
       this.#handler?.(message)
     })
   }
 
-  /** Subscribes; ioredis subscribes again by itself after a reconnection. */
+  /** Subscribes to this node's channel; ioredis subscribes again by itself after a reconnection. */
   async start (): Promise<void> {
-    await this.#subscriber.subscribe(CHANNEL)
+    const channel = channelOf(this.address)
+    await (this.#sharded ? this.#subscriber.ssubscribe(channel) : this.#subscriber.subscribe(channel))
   }
 
-  async publish (message: BusMessage): Promise<void> {
-    await this.#publisher.publish(CHANNEL, JSON.stringify(message))
+  async publish (to: string, message: BusMessage): Promise<void> {
+    const channel = channelOf(to)
+    const data = JSON.stringify(message)
+    await (this.#sharded ? this.#publisher.spublish(channel, data) : this.#publisher.publish(channel, data))
   }
 
   onMessage (handler: (message: BusMessage) => void): void { this.#handler = handler }

@@ -1,14 +1,14 @@
 import { randomUUID } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
-import type { JSONRPCMessage, JSONRPCRequest } from '@modelcontextprotocol/sdk/types.js'
-import { type SessionServices, SessionServer, SessionState, initializeResult } from '../mcp/session-server.js'
-import type { InitializeParams, SessionRecord } from '../stores/session-store.js'
+import { McpError, type InitializeResult, type JSONRPCMessage, type JSONRPCRequest } from '@modelcontextprotocol/sdk/types.js'
+import { initializeResult } from '../mcp/dispatcher.js'
+import { type SessionServices, SessionServer } from '../mcp/session-server.js'
+import type { InitializeParams, SessionRecord, Touched } from '../stores/session-store.js'
 import type { BusMessage } from './bus.js'
 import { SessionTransport, type TransportServices } from './session-transport.js'
 
-/** A session that is live on this node: its record, server and transport. */
+/** A session that is live on this node: its server (with the latest record) and transport. */
 export interface LiveSession {
-  state: SessionState
   server: SessionServer
   transport: SessionTransport
 }
@@ -18,7 +18,9 @@ export interface SessionCacheOptions {
   max: number
   /** Idle time after which a live session is dropped from this node (never from the store). */
   idleMs: number
+  onCreated? (): void
   onRebuilt? (): void
+  onDeleted? (): void
 }
 
 /**
@@ -29,13 +31,16 @@ export interface SessionCacheOptions {
  */
 export class SessionCache {
   readonly #services: SessionServices
+  readonly #serverInfo: InitializeResult['serverInfo']
   readonly #transportServices: TransportServices
   readonly #options: SessionCacheOptions
   readonly #live: LRUCache<string, LiveSession>
   readonly #sweeper: NodeJS.Timeout
+  #closing = false
 
-  constructor (services: SessionServices, transportServices: TransportServices, options: SessionCacheOptions) {
+  constructor (services: SessionServices, serverInfo: InitializeResult['serverInfo'], transportServices: TransportServices, options: SessionCacheOptions) {
     this.#services = services
+    this.#serverInfo = serverInfo
     this.#transportServices = transportServices
     transportServices.bus.onMessage(message => this.#deliver(message))
     this.#options = options
@@ -52,6 +57,9 @@ export class SessionCache {
 
   get size (): number { return this.#live.size }
 
+  /** True once shutdown began: new GET streams would hold it up. */
+  get closing (): boolean { return this.#closing }
+
   /**
    * Answers `initialize` with a new session. The record is written to the store before this
    * resolves, so the client's next request may land on any node.
@@ -59,33 +67,38 @@ export class SessionCache {
    * @throws {StorageUnavailableError} when the store cannot be written.
    */
   async initialize (request: JSONRPCRequest): Promise<{ sessionId?: string, response: JSONRPCMessage }> {
-    const answer = initializeResult(request.params, this.#services.serverInfo)
-    if ('error' in answer) return { response: { jsonrpc: '2.0', id: request.id, error: answer.error } }
+    let result: InitializeResult
+    try {
+      result = initializeResult(request.params, this.#serverInfo)
+    } catch (error) {
+      if (!(error instanceof McpError)) throw error
+      return { response: { jsonrpc: '2.0', id: request.id, error: { code: error.code, message: error.message } } }
+    }
     const now = Date.now()
     const { protocolVersion, capabilities, clientInfo } = request.params as unknown as InitializeParams
     const record: SessionRecord = {
       id: randomUUID(),
       createdAt: now,
       lastActivityAt: now,
-      protocolVersion: answer.result.protocolVersion,
+      protocolVersion: result.protocolVersion,
       initializeParams: { protocolVersion, capabilities, clientInfo },
       subscriptions: [],
-      requestCount: 1,
-      calculationCount: 0
+      requestCount: 1
     }
     await this.#services.store.create(record)
     this.#live.set(record.id, this.#connect(record))
-    return { sessionId: record.id, response: { result: answer.result, jsonrpc: '2.0', id: request.id } as JSONRPCMessage }
+    this.#options.onCreated?.()
+    return { sessionId: record.id, response: { result, jsonrpc: '2.0', id: request.id } as JSONRPCMessage }
   }
 
   /**
-   * Counts a request for session `id` in the store and reads back its record; `acquire` takes the
-   * result. Started as a request arrives, its store round trip overlaps the rate limiter's (in
-   * Redis, both scripts are in flight at once). A session live here is read back in part only.
+   * Counts a request for session `id` in the store (and in its rate-limit window) and reads back
+   * its record; `acquire` takes the result. Started as a request arrives, it is the request's one
+   * store round trip before the tools run. A session live here is read back in part only.
    * @throws {StorageUnavailableError} when the store cannot be reached.
    */
-  touch (id: string): Promise<SessionRecord | undefined> {
-    return this.#services.store.touch(id, this.#live.peek(id)?.state.record)
+  touch (id: string): Promise<Touched | undefined> {
+    return this.#services.store.touch(id, this.#live.peek(id)?.server.record)
   }
 
   /**
@@ -94,12 +107,13 @@ export class SessionCache {
    * Undefined when the session expired, was deleted or never existed.
    * @throws {StorageUnavailableError} when the store cannot be reached.
    */
-  async acquire (id: string, touched = this.touch(id)): Promise<LiveSession | undefined> {
-    const record = await touched
-    if (record === undefined) {
+  async acquire (id: string, touching = this.touch(id)): Promise<LiveSession | undefined> {
+    const touched = await touching
+    if (touched === undefined) {
       this.#live.delete(id)
       return undefined
     }
+    const { record } = touched
     // A session closed by eviction between being found and leased is found (rebuilt) again.
     for (;;) {
       const live = this.#find(record)
@@ -110,7 +124,7 @@ export class SessionCache {
   #find (record: SessionRecord): LiveSession {
     const live = this.#live.get(record.id)
     if (live !== undefined) {
-      live.state.record = record
+      live.server.record = record
       return live
     }
     const rebuilt = this.#connect(record)
@@ -119,9 +133,15 @@ export class SessionCache {
     return rebuilt
   }
 
-  /** Drops a session from this node. */
-  drop (id: string): void {
+  /**
+   * Ends a session in the store (for every node) and here; false when it did not exist.
+   * @throws {StorageUnavailableError} when the store cannot be reached.
+   */
+  async delete (id: string): Promise<boolean> {
+    const existed = await this.#services.store.delete(id)
     this.#live.delete(id)
+    if (existed) this.#options.onDeleted?.()
+    return existed
   }
 
   /** Closes every live session on this node; the store keeps them all. */
@@ -138,14 +158,15 @@ export class SessionCache {
     live.transport.receive(message)
   }
 
-  /** Ends every GET stream on this node, telling clients to reconnect (to another node) shortly. */
+  /** Shutdown begins: ends every GET stream on this node, telling clients to reconnect (to another node) shortly. */
   endStreams (): void {
+    this.#closing = true
     for (const live of this.#live.values()) live.transport.endStandaloneStream()
   }
 
   #connect (record: SessionRecord): LiveSession {
-    const state = new SessionState(record)
-    const transport = new SessionTransport(record.id, this.#transportServices, () => state.record.protocolVersion)
-    return { state, server: new SessionServer(this.#services, state, transport), transport }
+    const transport = new SessionTransport(record.id, this.#transportServices, () => server.record)
+    const server: SessionServer = new SessionServer(this.#services, record, transport)
+    return { server, transport }
   }
 }

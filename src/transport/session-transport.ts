@@ -1,18 +1,14 @@
-import { randomBytes } from 'node:crypto'
 import type { ServerResponse } from 'node:http'
 import type { Transport, TransportSendOptions } from '@modelcontextprotocol/sdk/shared/transport.js'
 import { type JSONRPCMessage, type JSONRPCRequest, type MessageExtraInfo, type RequestId } from '@modelcontextprotocol/sdk/types.js'
 import { ConflictError, InvalidRequestError } from '../errors.js'
-import { type SessionStore, type StoredEvent, streamOfEventId } from '../stores/session-store.js'
-import type { ServerObserver } from '../observer.js'
-import type { BusMessage, MessageBus } from './bus.js'
+import type { IdSequence } from '../mcp/protocol.js'
+import { type SessionRecord, type SessionStore, type StoredEvent, streamOfEventId } from '../stores/session-store.js'
+import { type BusMessage, type MessageBus, addressOf } from './bus.js'
 import { SseStream } from './sse.js'
 
-/** The stream id of a session's GET stream; POST streams get ids unique across nodes. */
+/** The stream id of a session's GET stream; POST streams get ids unique across nodes, starting with their node's bus address. */
 export const STANDALONE_STREAM = 'get'
-/** Ids of POST streams: unique across nodes by a prefix per process, then counted. */
-const PROCESS_PREFIX = randomBytes(6).toString('base64url')
-let streams = 0
 /** Priming events (an id to resume from) are part of the 2025-11-25 revision. */
 const PRIMING_SINCE = '2025-11-25'
 
@@ -28,15 +24,25 @@ export interface ExchangeSink {
   stream (): ServerResponse | undefined
 }
 
+/** What a transport reports, for metrics; every callback is optional. */
+export interface TransportObserver {
+  streamOpened? (): void
+  streamClosed? (): void
+  eventStored? (): void
+  eventsReplayed? (count: number): void
+  busMessage? (direction: 'published' | 'received', kind: string): void
+}
+
 /** Shared by every session transport of a node. */
 export interface TransportServices {
   store: SessionStore
   bus: MessageBus
-  nodeId: string
+  /** Ids of POST streams, starting with this node's bus address. */
+  streamIds: IdSequence
   /** Reconnection delay sent with priming events and when the server ends a stream. */
   retryMs: number
   keepAliveMs: number
-  observer?: ServerObserver
+  observer?: TransportObserver
   onError (error: unknown, message: string): void
 }
 
@@ -72,21 +78,24 @@ export class SessionTransport implements Transport {
   onerror?: (error: Error) => void
 
   readonly #services: TransportServices
-  readonly #protocolVersion: () => string
+  readonly #record: () => SessionRecord
   readonly #exchanges = new Map<RequestId, Exchange>()
   readonly #streams = new Map<string, SseStream>()
   /** Ids of this node's server requests still awaiting the client's answer (unique across nodes). */
   readonly #awaiting = new Set<RequestId>()
+  /** POST streams of this node that a client resumed on another node, and that node. */
+  readonly #resumedElsewhere = new Map<string, string>()
   #chain: Promise<void> = Promise.resolve()
   #closed = false
   /** Requests between finding this session in the cache and handing it their messages. */
   #leases = 0
   #onRetired?: () => void
 
-  constructor (sessionId: string, services: TransportServices, protocolVersion: () => string) {
+  /** `record` reads the session's latest record: its revision, and the node holding its GET stream. */
+  constructor (sessionId: string, services: TransportServices, record: () => SessionRecord) {
     this.sessionId = sessionId
     this.#services = services
-    this.#protocolVersion = protocolVersion
+    this.#record = record
   }
 
   async start (): Promise<void> {}
@@ -188,19 +197,19 @@ export class SessionTransport implements Transport {
    * Serves a GET: the session's stream for server-initiated messages, or, with `lastEventId`, the
    * resumption of the stream that event belongs to, replaying exactly the events after it.
    * @throws {ConflictError} when this node already holds the session's GET stream.
+   * @throws {StorageUnavailableError} when the GET stream cannot be claimed in the store.
    */
-  async openStream (open: () => ServerResponse, lastEventId?: string): Promise<void> {
+  async serveGet (open: () => ServerResponse, lastEventId?: string): Promise<void> {
     const resumed = lastEventId === undefined ? undefined : streamOfEventId(lastEventId)
     const streamId = resumed ?? STANDALONE_STREAM
     if (this.#streams.get(streamId)?.open === true) throw new ConflictError('this stream is already open for this session')
     // Registered before the replay is read, holding live events back: an event stored meanwhile
     // arrives live and may be in the replay too; the stream writes each id once.
+    if (streamId === STANDALONE_STREAM) await this.#claimStandaloneStream()
+    else await this.#claimPostStream(streamId)
     const stream = new SseStream(open(), streamId, this.#services.keepAliveMs)
     stream.hold()
     this.#register(stream)
-    if (streamId === STANDALONE_STREAM) {
-      this.#publish({ kind: 'claim', sessionId: this.sessionId, streamId, node: this.#services.nodeId }).catch(() => {})
-    }
     let events: StoredEvent[] = []
     try {
       events = resumed === undefined ? [] : (await this.#services.store.eventsAfter(this.sessionId, lastEventId!))?.events ?? []
@@ -230,26 +239,52 @@ export class SessionTransport implements Transport {
         if (isResponse(message.message) && this.#awaiting.has(message.message.id)) this.#clientResponse(message.message)
         return
       case 'claim':
-        if (message.node !== this.#services.nodeId) this.#streams.get(message.streamId)?.end(this.#services.retryMs)
+        if (message.node === this.#services.bus.address) return
+        if (message.streamId !== STANDALONE_STREAM) this.#resumedElsewhere.set(message.streamId, message.node)
+        this.#streams.get(message.streamId)?.end(this.#services.retryMs)
     }
   }
 
+  /**
+   * A POST stream made by another node, resumed here: that node sends its further events here. The
+   * claim is out before the replay is read, so every event is either in the replay or sent here.
+   */
+  async #claimPostStream (streamId: string): Promise<void> {
+    const owner = addressOf(streamId)
+    const { address } = this.#services.bus
+    if (owner === undefined || owner === address) return
+    await this.#publish(owner, { kind: 'claim', sessionId: this.sessionId, streamId, node: address }).catch(error => this.#services.onError(error, 'could not claim a resumed stream'))
+  }
+
+  /** Records this node as the holder of the GET stream, and tells the previous holder to end its own. */
+  async #claimStandaloneStream (): Promise<void> {
+    const { bus, store } = this.#services
+    const previous = this.#record().streamNode
+    await store.setStreamNode(this.sessionId, bus.address)
+    if (previous !== undefined && previous !== bus.address) {
+      this.#publish(previous, { kind: 'claim', sessionId: this.sessionId, streamId: STANDALONE_STREAM, node: bus.address }).catch(() => {})
+    }
+  }
+
+  /** A client's answer goes to the node that asked, named by the request id. */
   #clientResponse (message: JSONRPCMessage & { id: RequestId }): void {
-    if (!this.#awaiting.delete(message.id)) {
-      this.#publish({ kind: 'response', sessionId: this.sessionId, message }).catch(error => this.#services.onError(error, 'could not pass a client response on'))
+    if (this.#awaiting.delete(message.id)) {
+      this.onmessage?.(message)
       return
     }
-    this.onmessage?.(message)
+    const node = addressOf(message.id)
+    if (node === undefined || node === this.#services.bus.address) return
+    this.#publish(node, { kind: 'response', sessionId: this.sessionId, message }).catch(error => this.#services.onError(error, 'could not pass a client response on'))
   }
 
   #stream (exchange: Exchange, message: JSONRPCMessage): void {
-    if (exchange.streamId === undefined) this.#openStream(exchange)
+    if (exchange.streamId === undefined) this.#switchToSse(exchange)
     this.#emit(exchange.streamId!, message)
   }
 
   /** Switches a POST's answer to SSE: a primed stream, then any responses already waiting. */
-  #openStream (exchange: Exchange): void {
-    const streamId = `${PROCESS_PREFIX}${(streams++).toString(36)}`
+  #switchToSse (exchange: Exchange): void {
+    const streamId = this.#services.streamIds.next()
     exchange.streamId = streamId
     const res = exchange.sink.stream()
     if (res !== undefined) {
@@ -266,7 +301,7 @@ export class SessionTransport implements Transport {
    */
   #poll (exchange: Exchange): void {
     if (exchange.done) return
-    if (exchange.streamId === undefined) this.#openStream(exchange)
+    if (exchange.streamId === undefined) this.#switchToSse(exchange)
     const streamId = exchange.streamId!
     this.#chain = this.#chain.then(() => this.#streams.get(streamId)?.end(this.#services.retryMs))
   }
@@ -283,7 +318,10 @@ export class SessionTransport implements Transport {
     exchange.done = true
     const { streamId } = exchange
     if (streamId !== undefined) {
-      this.#chain = this.#chain.then(() => this.#streams.get(streamId)?.end())
+      this.#chain = this.#chain.then(() => {
+        this.#streams.get(streamId)?.end()
+        this.#resumedElsewhere.delete(streamId)
+      })
       return
     }
     if (exchange.responses.length === 0) exchange.sink.json(undefined)
@@ -292,13 +330,14 @@ export class SessionTransport implements Transport {
 
   /**
    * Stores a streamed message as an event of its stream (a null message is a priming event) and
-   * writes it to that stream here, or passes it to the node that holds the stream. Emits run one
-   * after another, so a session's events keep their order.
+   * writes it to that stream here, or passes it to the node that holds the stream (named by a POST
+   * stream's id, recorded for the GET stream). Emits run one after another, so a session's events
+   * keep their order.
    */
   #emit (streamId: string, message: JSONRPCMessage | null): Promise<void> {
     const { store, retryMs, onError, observer } = this.#services
     const priming = message === null
-    if (priming && this.#protocolVersion() < PRIMING_SINCE) return this.#chain
+    if (priming && this.#record().protocolVersion < PRIMING_SINCE) return this.#chain
     // Stored at once, so the appends of one burst share a round trip to Redis; written in order.
     const stored = store.appendEvent(this.sessionId, streamId, message).catch(error => { onError(error, 'could not store an SSE event'); return undefined })
     this.#chain = this.#chain.then(async () => {
@@ -306,7 +345,10 @@ export class SessionTransport implements Transport {
       if (eventId !== undefined) observer?.eventStored?.()
       const stream = this.#streams.get(streamId)
       if (stream?.open === true) stream.send(message, eventId, priming ? retryMs : undefined)
-      else if (!priming && eventId !== undefined) await this.#publish({ kind: 'event', sessionId: this.sessionId, streamId, eventId, message })
+      else if (!priming && eventId !== undefined) {
+        const holder = streamId === STANDALONE_STREAM ? this.#record().streamNode : this.#resumedElsewhere.get(streamId) ?? addressOf(streamId)
+        if (holder !== undefined && holder !== this.#services.bus.address) await this.#publish(holder, { kind: 'event', sessionId: this.sessionId, streamId, eventId, message })
+      }
     }).catch(error => onError(error, 'could not deliver an SSE event'))
     return this.#chain
   }
@@ -321,9 +363,9 @@ export class SessionTransport implements Transport {
     }
   }
 
-  #publish (message: BusMessage): Promise<void> {
+  #publish (to: string, message: BusMessage): Promise<void> {
     this.#services.observer?.busMessage?.('published', message.kind)
-    return this.#services.bus.publish(message)
+    return this.#services.bus.publish(to, message)
   }
 
   /** A cancelled request gets no response from the session server; its POST must still end. */

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Test } from 'tap'
-import type { SessionRecord, SessionStore, SessionStoreOptions } from '../../src/stores/session-store.js'
+import type { LogSpec, SessionRecord, SessionStore, SessionStoreOptions } from '../../src/stores/session-store.js'
 
 let counter = 0
 export function newRecord (overrides: Partial<SessionRecord> = {}): SessionRecord {
@@ -13,17 +13,19 @@ export function newRecord (overrides: Partial<SessionRecord> = {}): SessionRecor
     initializeParams: { protocolVersion: '2025-11-25', capabilities: { elicitation: {} }, clientInfo: { name: 'contract', version: '1' } },
     subscriptions: [],
     requestCount: 1,
-    calculationCount: 0,
     ...overrides
   }
 }
 
 const entry = (n: number) => ({ operation: n % 2 === 0 ? 'add' : 'multiply', expression: `#${n}`, inputs: [n, 1], result: n })
+const LOG: LogSpec = { name: 'history', maxEntries: 5 }
+const OTHER_LOG: LogSpec = { name: 'other', maxEntries: 5 }
+const BIG_LOG: LogSpec = { name: 'big', maxEntries: 1000 }
 
 /** The behaviour every SessionStore implementation must have; run against each of them. */
 export function storeContract (t: Test, make: (options: SessionStoreOptions) => Promise<SessionStore>) {
   t.test('create, get, touch and delete', async t => {
-    const store = await make({ ttlSeconds: 60, historyLimit: 100 })
+    const store = await make({ ttlSeconds: 60 })
     t.teardown(() => store.close())
     const record = newRecord()
     t.equal(await store.get(record.id), undefined)
@@ -32,17 +34,19 @@ export function storeContract (t: Test, make: (options: SessionStoreOptions) => 
     t.same(read?.initializeParams, record.initializeParams)
     t.equal(read?.protocolVersion, '2025-11-25')
     const touched = await store.touch(record.id)
-    t.equal(touched?.requestCount, 2, 'touch counts a request')
+    t.equal(touched?.record.requestCount, 2, 'touch counts a request')
     t.equal(await store.touch('missing'), undefined)
+    await store.append(record.id, LOG, [entry(1)], { set: 'ops', add: { add: 1 } })
     t.equal(await store.delete(record.id), true)
     t.equal(await store.delete(record.id), false)
     t.equal(await store.get(record.id), undefined)
     t.equal(await store.touch(record.id), undefined)
-    t.same(await store.history(record.id), [], 'history goes with the session')
+    t.same(await store.entries(record.id, LOG), { entries: [], appended: 0 }, 'the scope\'s logs go with the session')
+    t.same(await store.counters(record.id, 'ops'), {}, 'and its counters')
   })
 
   t.test('log level and subscriptions', async t => {
-    const store = await make({ ttlSeconds: 60, historyLimit: 100 })
+    const store = await make({ ttlSeconds: 60 })
     t.teardown(() => store.close())
     const record = newRecord()
     await store.create(record)
@@ -54,68 +58,95 @@ export function storeContract (t: Test, make: (options: SessionStoreOptions) => 
     const read = await store.get(record.id)
     t.equal(read?.logLevel, 'warning')
     t.same(read?.subscriptions, ['calculator://history'])
-    await store.appendHistory(record.id, entry(1))
     // A node holding the record as it was at creation reads back what changed since.
     const touched = await store.touch(record.id, structuredClone(record))
-    t.equal(touched?.logLevel, 'warning')
-    t.same(touched?.subscriptions, ['calculator://history'])
-    t.equal(touched?.requestCount, 2)
-    t.equal(touched?.calculationCount, 1)
-    t.same(touched?.initializeParams, record.initializeParams)
-    t.equal(touched?.protocolVersion, record.protocolVersion)
-    t.same(await store.touch(record.id, touched), { ...touched, requestCount: 3, lastActivityAt: (await store.get(record.id))!.lastActivityAt })
+    t.equal(touched?.record.logLevel, 'warning')
+    t.same(touched?.record.subscriptions, ['calculator://history'])
+    t.equal(touched?.record.requestCount, 2)
+    t.same(touched?.record.initializeParams, record.initializeParams)
+    t.equal(touched?.record.protocolVersion, record.protocolVersion)
+    await store.setStreamNode(record.id, 'node-b')
+    const again = await store.touch(record.id, touched!.record)
+    t.same(again?.record, { ...touched!.record, requestCount: 3, streamNode: 'node-b', lastActivityAt: (await store.get(record.id))!.lastActivityAt })
   })
 
-  t.test('history is bounded, ordered, findable, and counted', async t => {
-    const store = await make({ ttlSeconds: 60, historyLimit: 5 })
+  t.test('a touch counts requests in a fixed rate-limit window', async t => {
+    const store = await make({ ttlSeconds: 60, rateWindowMs: 400 })
+    t.teardown(() => store.close())
+    const record = newRecord()
+    await store.create(record)
+    t.equal((await store.touch(record.id))?.hits, 2, 'initialize counted first')
+    const third = await store.touch(record.id)
+    t.equal(third?.hits, 3)
+    t.ok(third!.resetMs > 0 && third!.resetMs <= 400)
+    await sleep(450)
+    t.equal((await store.touch(record.id))?.hits, 1, 'a new window starts over')
+    t.equal((await store.hit('ip:192.0.2.1')).hits, 1)
+    t.equal((await store.hit('ip:192.0.2.1')).hits, 2)
+    t.equal((await store.hit('ip:192.0.2.2')).hits, 1, 'keys are counted apart')
+  })
+
+  t.test('logs are bounded, ordered, numbered and findable; counters are kept beside them', async t => {
+    const store = await make({ ttlSeconds: 60 })
     t.teardown(() => store.close())
     const record = newRecord()
     await store.create(record)
     const stored = []
-    for (let i = 1; i <= 8; i++) stored.push(await store.appendHistory(record.id, entry(i)))
-    t.equal(new Set(stored.map(s => s.id)).size, 8, 'ids are unique')
-    t.same((await store.history(record.id)).map(e => e.result), [4, 5, 6, 7, 8], 'oldest dropped, oldest first')
-    t.same((await store.history(record.id, 2)).map(e => e.result), [7, 8])
-    t.equal((await store.findCalculation(record.id, stored[7]!.id))?.result, 8)
-    t.equal(await store.findCalculation(record.id, stored[0]!.id), undefined, 'a dropped entry is gone')
-    t.equal(await store.findCalculation(record.id, 'nope'), undefined)
-    t.same(await store.stats(record.id), { add: 4, multiply: 4 })
-    t.equal((await store.get(record.id))?.calculationCount, 8)
-    t.equal(await store.clearHistory(record.id), 5)
-    t.same(await store.history(record.id), [])
-    t.same(await store.stats(record.id), { add: 4, multiply: 4 }, 'statistics survive clearing')
+    for (let i = 1; i <= 8; i++) stored.push(...(await store.append(record.id, LOG, [entry(i)], { set: 'ops', add: { [entry(i).operation]: 1 } }))!)
+    t.same(stored.map(s => s.seq), [1, 2, 3, 4, 5, 6, 7, 8], 'numbered from 1')
+    const { entries, appended } = await store.entries<ReturnType<typeof entry>>(record.id, LOG)
+    t.same(entries.map(e => e.data.result), [4, 5, 6, 7, 8], 'oldest dropped, oldest first')
+    t.equal(appended, 8)
+    t.same((await store.entries<ReturnType<typeof entry>>(record.id, LOG, 2)).entries.map(e => e.data.result), [7, 8])
+    t.same((await store.entries(record.id, LOG, 0)).entries, [])
+    t.same((await store.entry(record.id, LOG, 8))?.data, entry(8))
+    t.equal(await store.entry(record.id, LOG, 1), undefined, 'a dropped entry is gone')
+    t.equal(await store.entry(record.id, LOG, 99), undefined)
+    t.same(await store.counters(record.id, 'ops'), { add: 4, multiply: 4 })
+    t.same(await store.counters(record.id, 'other'), {})
+    t.equal(await store.clear(record.id, LOG), 5)
+    t.same((await store.entries(record.id, LOG)).entries, [])
+    t.equal((await store.entries(record.id, LOG)).appended, 8, 'numbering goes on after clearing')
+    t.same((await store.append(record.id, LOG, [entry(9)]))?.map(e => e.seq), [9])
+    t.same(await store.counters(record.id, 'ops'), { add: 4, multiply: 4 }, 'counters survive clearing')
+    t.same((await store.entries(record.id, OTHER_LOG)).entries, [], 'logs are apart')
+    t.equal(await store.append('missing', LOG, [entry(1)]), undefined, 'nothing is kept for a scope that is gone')
   })
 
-  t.test('concurrent appends lose nothing', async t => {
-    const store = await make({ ttlSeconds: 60, historyLimit: 1000 })
+  t.test('a batch is appended all at once; concurrent appends lose nothing', async t => {
+    const store = await make({ ttlSeconds: 60 })
     t.teardown(() => store.close())
     const record = newRecord()
     await store.create(record)
-    await Promise.all(Array.from({ length: 200 }, (_, i) => store.appendHistory(record.id, entry(i))))
+    const batch = await store.append(record.id, BIG_LOG, [entry(1), entry(2), entry(3)], { set: 'ops', add: { add: 1, multiply: 2 } })
+    t.same(batch?.map(e => e.seq), [1, 2, 3])
+    await Promise.all(Array.from({ length: 200 }, (_, i) => store.append(record.id, BIG_LOG, [entry(i)], { set: 'ops', add: { add: 1 } })))
     await Promise.all(Array.from({ length: 100 }, () => store.touch(record.id)))
-    t.equal((await store.history(record.id)).length, 200)
-    const read = await store.get(record.id)
-    t.equal(read?.calculationCount, 200)
-    t.equal(read?.requestCount, 101)
+    const { entries, appended } = await store.entries(record.id, BIG_LOG)
+    t.equal(entries.length, 203)
+    t.equal(new Set(entries.map(e => e.seq)).size, 203, 'every number once')
+    t.equal(appended, 203)
+    t.same(await store.counters(record.id, 'ops'), { add: 201, multiply: 2 })
+    t.equal((await store.get(record.id))?.requestCount, 101)
   })
 
   t.test('sessions expire after the TTL without activity', async t => {
-    const store = await make({ ttlSeconds: 1, historyLimit: 10 })
+    const store = await make({ ttlSeconds: 1 })
     t.teardown(() => store.close())
     const record = newRecord()
     await store.create(record)
-    await store.appendHistory(record.id, entry(1))
+    await store.append(record.id, LOG, [entry(1)])
     await sleep(600)
     t.ok(await store.touch(record.id), 'touch slides the expiry')
     await sleep(600)
     t.ok(await store.get(record.id), 'still alive 1.2 s after creation')
     await sleep(1100)
     t.equal(await store.get(record.id), undefined)
-    t.same(await store.history(record.id), [])
+    t.same((await store.entries(record.id, LOG)).entries, [])
   })
 
   t.test('count sees live sessions', async t => {
-    const store = await make({ ttlSeconds: 60, historyLimit: 10 })
+    const store = await make({ ttlSeconds: 60 })
     t.teardown(() => store.close())
     const before = await store.count()
     const records = [newRecord(), newRecord(), newRecord()]

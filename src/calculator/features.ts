@@ -1,17 +1,18 @@
-import { Type } from '@sinclair/typebox'
+import { Type, type Static } from '@sinclair/typebox'
+import { ElicitResultSchema } from '@modelcontextprotocol/sdk/types.js'
 import {
-  ADVANCED_OPERATIONS, BINARY_OPERATIONS, CONSTANTS, FORMULAS,
-  calculate, calculateAdvanced, describeAdvanced, describeBinary,
-  type AdvancedOperation, type BinaryOperation
-} from '../calculator.js'
-import { CalculationError } from '../errors.js'
-import type { HistoryEntry } from '../stores/session-store.js'
-import { type FeatureRegistry, type SessionContext, type ToolCallContext, toolError, toolResult } from './features.js'
+  ADVANCED_OPERATIONS, BINARY_OPERATIONS, CONSTANTS, FORMULAS, CalculationError,
+  calculate, calculateAdvanced, describeAdvanced, describeBinary
+} from './math.js'
+import type { LogEntry, LogSpec } from '../stores/session-store.js'
+import { type Feature, type FeatureContext, type ToolContext, toolError, toolResult } from '../mcp/features.js'
 
 export const HISTORY_URI = 'calculator://history'
 export const MAX_BATCH = 100
 export const MAX_PROGRESS_STEPS = 20
 const PROGRESS_STEP_MS = 50
+/** The counter set of calculations per operation. */
+const OPERATIONS = 'operations'
 
 const literals = <T extends string>(values: readonly T[], description: string) =>
   Type.Union(values.map(v => Type.Literal(v)), { description })
@@ -31,31 +32,83 @@ const CalculationOutput = Type.Object({
   result: Type.Number()
 })
 
+const HistoryEntrySchema = Type.Object({
+  id: Type.String(), operation: Type.String(), expression: Type.String(), inputs: Type.Array(Type.Number()), result: Type.Number(), timestamp: Type.String()
+})
+/** One calculation as clients see it: its number in the session's history log is its id. */
+export type HistoryEntry = Static<typeof HistoryEntrySchema>
+/** What the history log stores per calculation. */
+type Calculation = Omit<HistoryEntry, 'id' | 'timestamp'>
+
+const CONFIRM_SCHEMA = {
+  type: 'object' as const,
+  properties: { confirm: { type: 'boolean' as const, title: 'Confirm', description: 'true to go ahead' } },
+  required: ['confirm']
+}
+
 const sleep = (ms: number, signal: AbortSignal) => new Promise<void>(resolve => {
   const timer = setTimeout(resolve, ms)
   signal.addEventListener('abort', () => { clearTimeout(timer); resolve() }, { once: true })
 })
 
-async function record (context: SessionContext, entry: Omit<HistoryEntry, 'id' | 'timestamp'>): Promise<HistoryEntry> {
-  const stored = await context.store.appendHistory(context.sessionId, entry)
-  context.calculated(entry.operation)
-  await Promise.all([
-    context.resourceUpdated(HISTORY_URI),
-    context.log('info', { event: 'calculation', operation: entry.operation, expression: entry.expression, result: entry.result })
-  ])
-  return stored
-}
+const asHistoryEntry = ({ seq, at, data }: LogEntry<Calculation>): HistoryEntry => ({
+  id: String(seq), operation: data.operation, expression: data.expression, inputs: data.inputs, result: data.result, timestamp: new Date(at).toISOString()
+})
 
 const asOutput = (entry: HistoryEntry) => ({
   calculationId: entry.id, operation: entry.operation, expression: entry.expression, result: entry.result
 })
 
 /**
- * Registers the calculator's tools, resources and prompts.
- * `sampleToolName`, when not empty, adds an echo tool of that name.
+ * Asks the person behind the client to confirm (elicitation). Resolves true or false with their
+ * answer, or undefined when the client cannot be asked.
  */
-export function registerCalculator (registry: FeatureRegistry, options: { sampleToolName?: string } = {}): void {
-  registry.addTool({
+async function confirm (context: ToolContext, message: string): Promise<boolean | undefined> {
+  if (context.clientCapabilities.elicitation === undefined) return undefined
+  const answer = await context.ask({ method: 'elicitation/create', params: { message, requestedSchema: CONFIRM_SCHEMA } }, ElicitResultSchema)
+  return answer.action === 'accept' && answer.content?.confirm === true
+}
+
+export interface CalculatorOptions {
+  /** Calculations kept per session. */
+  historyLimit: number
+  /** When not empty, adds an echo tool of that name. */
+  sampleToolName?: string
+  /** Called for every calculation recorded, for metrics. */
+  onCalculated? (operation: string, count: number): void
+}
+
+/**
+ * Registers the calculator's tools, resources and prompts. Its state per session is one history log
+ * and one counter set, kept through the scope's generic state.
+ */
+export function registerCalculator (calculator: Feature, options: CalculatorOptions): void {
+  const HISTORY: LogSpec = { name: 'history', maxEntries: options.historyLimit }
+
+  /**
+   * Stores calculations (all or none) and counts them per operation, then tells subscribers and the log.
+   * @throws {StorageUnavailableError} when the store cannot be written; nothing was stored then.
+   */
+  async function record (context: FeatureContext, calculations: Calculation[]): Promise<HistoryEntry[]> {
+    const add: Record<string, number> = {}
+    for (const { operation } of calculations) add[operation] = (add[operation] ?? 0) + 1
+    const stored = (await context.state.append(HISTORY, calculations, { set: OPERATIONS, add })).map(asHistoryEntry)
+    for (const operation in add) options.onCalculated?.(operation, add[operation]!)
+    await Promise.all([
+      context.resourceUpdated(HISTORY_URI),
+      calculations.length === 1
+        ? context.log('info', { event: 'calculation', operation: calculations[0]!.operation, expression: calculations[0]!.expression, result: calculations[0]!.result })
+        : context.log('info', { event: 'batch', recorded: calculations.length })
+    ])
+    return stored
+  }
+
+  const history = async (context: FeatureContext, last?: number) => {
+    const { entries, appended } = await context.state.entries<Calculation>(HISTORY, last)
+    return { entries: entries.map(asHistoryEntry), appended }
+  }
+
+  calculator.addTool({
     name: 'calculate',
     title: 'Calculate',
     description: 'Applies add, subtract, multiply, divide, power or modulo to two numbers and records the result in this session\'s history. With stream: true and a progress token, reports progress.',
@@ -63,20 +116,20 @@ export function registerCalculator (registry: FeatureRegistry, options: { sample
     outputSchema: CalculationOutput,
     annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
     /** @throws {CalculationError} on division or modulo by zero and results that are not finite. */
-    async run (args: { a: number, b: number, op: BinaryOperation, stream?: boolean }, context: ToolCallContext) {
+    async run (args, context) {
       if (args.stream === true) await context.progress(1, 3, 'validated')
       const result = calculate(args.a, args.b, args.op)
       if (args.stream === true) await context.progress(2, 3, 'calculated')
-      const entry = await record(context, { operation: args.op, expression: `${describeBinary(args.a, args.b, args.op)} = ${result}`, inputs: [args.a, args.b], result })
+      const [entry] = await record(context, [{ operation: args.op, expression: `${describeBinary(args.a, args.b, args.op)} = ${result}`, inputs: [args.a, args.b], result }])
       if (args.stream === true) await context.progress(3, 3, 'recorded')
-      return toolResult(asOutput(entry), `${entry.expression} (calculation ${entry.id})`)
+      return toolResult(asOutput(entry!), `${entry!.expression} (calculation ${entry!.id})`)
     }
   })
 
-  registry.addTool({
+  calculator.addTool({
     name: 'batch_calculate',
     title: 'Batch calculate',
-    description: `Runs 1 to ${MAX_BATCH} calculations; each success is recorded, each failure is reported with its index.`,
+    description: `Runs 1 to ${MAX_BATCH} calculations; the successes are recorded together, each failure is reported with its index.`,
     inputSchema: Type.Object({
       calculations: Type.Array(BinaryInput, { minItems: 1, maxItems: MAX_BATCH, description: `1 to ${MAX_BATCH} calculations` }),
       reportProgress: Type.Optional(Type.Boolean({ description: 'Report progress after each calculation' }))
@@ -93,37 +146,37 @@ export function registerCalculator (registry: FeatureRegistry, options: { sample
       failed: Type.Integer()
     }),
     annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
-    /** Per-item CalculationErrors become per-item errors; the result is an error only when every item failed. */
-    async run (args: { calculations: Array<{ a: number, b: number, op: BinaryOperation }>, reportProgress?: boolean }, context: ToolCallContext) {
-      const results = []
+    /**
+     * Per-item CalculationErrors become per-item errors; the result is an error only when every item
+     * failed. The successes are stored in one step: all of them, or none and a storage error.
+     */
+    async run (args, context) {
+      const results: Array<{ index: number, calculationId?: string, expression: string, result?: number, error?: string }> = []
+      const calculations: Calculation[] = []
       const total = args.calculations.length
       for (const [index, { a, b, op }] of args.calculations.entries()) {
         const expression = describeBinary(a, b, op)
         try {
           const result = calculate(a, b, op)
-          const entry = await context.store.appendHistory(context.sessionId, { operation: op, expression: `${expression} = ${result}`, inputs: [a, b], result })
-          context.calculated(op)
-          results.push({ index, calculationId: entry.id, expression: entry.expression, result })
+          calculations.push({ operation: op, expression: `${expression} = ${result}`, inputs: [a, b], result })
+          results.push({ index, expression: `${expression} = ${result}`, result })
         } catch (error) {
           if (!(error instanceof CalculationError)) throw error
           results.push({ index, expression, error: error.message })
         }
         if (args.reportProgress === true) await context.progress(index + 1, total, `${index + 1} of ${total}`)
       }
-      const succeeded = results.filter(r => r.error === undefined).length
-      if (succeeded > 0) {
-        await Promise.all([
-          context.resourceUpdated(HISTORY_URI),
-          context.log('info', { event: 'batch', succeeded, failed: total - succeeded })
-        ])
-      }
+      const stored = calculations.length === 0 ? [] : await record(context, calculations)
+      let next = 0
+      for (const item of results) if (item.error === undefined) item.calculationId = stored[next++]!.id
+      const succeeded = calculations.length
       const output = { results, succeeded, failed: total - succeeded }
       if (succeeded === 0) return { ...toolError(`All ${total} calculations failed: ${results.map(r => `#${r.index} ${r.error}`).join('; ')}`), structuredContent: output }
       return toolResult(output)
     }
   })
 
-  registry.addTool({
+  calculator.addTool({
     name: 'advanced_calculate',
     title: 'Advanced calculate',
     description: 'Applies factorial, sqrt, log (base 10 or base), ln, sin, cos, tan (radians) or abs to one number and records the result.',
@@ -135,22 +188,22 @@ export function registerCalculator (registry: FeatureRegistry, options: { sample
     outputSchema: CalculationOutput,
     annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
     /** @throws {CalculationError} for values outside the operation's domain. */
-    async run (args: { operation: AdvancedOperation, value: number, base?: number }, context: ToolCallContext) {
+    async run (args, context) {
       const result = calculateAdvanced(args.operation, args.value, args.base)
       const expression = `${describeAdvanced(args.operation, args.value, args.base)} = ${result}`
-      const entry = await record(context, { operation: args.operation, expression, inputs: args.base === undefined ? [args.value] : [args.value, args.base], result })
-      return toolResult(asOutput(entry), `${entry.expression} (calculation ${entry.id})`)
+      const [entry] = await record(context, [{ operation: args.operation, expression, inputs: args.base === undefined ? [args.value] : [args.value, args.base], result }])
+      return toolResult(asOutput(entry!), `${entry!.expression} (calculation ${entry!.id})`)
     }
   })
 
-  registry.addTool({
+  calculator.addTool({
     name: 'demo_progress',
     title: 'Progress demonstration',
     description: `Counts through 1 to ${MAX_PROGRESS_STEPS} steps of ${PROGRESS_STEP_MS} ms, reporting progress after each when the client sent a progress token.`,
     inputSchema: Type.Object({ steps: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_PROGRESS_STEPS, default: 5, description: `Number of steps, 1 to ${MAX_PROGRESS_STEPS}` })) }),
     outputSchema: Type.Object({ steps: Type.Integer(), completed: Type.Integer() }),
     annotations: { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false },
-    async run (args: { steps?: number }, context: ToolCallContext) {
+    async run (args, context) {
       const steps = args.steps ?? 5
       let completed = 0
       for (; completed < steps && !context.signal.aborted; completed++) {
@@ -161,64 +214,56 @@ export function registerCalculator (registry: FeatureRegistry, options: { sample
     }
   })
 
-  registry.addTool({
+  calculator.addTool({
     name: 'get_history',
     title: 'Get history',
     description: 'Returns this session\'s most recent calculations, oldest first.',
     inputSchema: Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, description: 'How many of the newest entries, 1 to 1000 (default 10)' })) }),
     outputSchema: Type.Object({
-      entries: Type.Array(Type.Object({
-        id: Type.String(), operation: Type.String(), expression: Type.String(), inputs: Type.Array(Type.Number()), result: Type.Number(), timestamp: Type.String()
-      })),
+      entries: Type.Array(HistoryEntrySchema),
       total: Type.Integer({ description: 'Calculations made in this session' })
     }),
     annotations: { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false },
-    async run (args: { limit?: number }, context: ToolCallContext) {
-      const entries = await context.store.history(context.sessionId, args.limit ?? 10)
-      const total = (await context.store.get(context.sessionId))?.calculationCount ?? 0
+    async run (args, context) {
+      const { entries, appended } = await history(context, args.limit ?? 10)
       const text = entries.length === 0 ? 'No calculations yet' : entries.map(e => `#${e.id} ${e.expression}`).join('\n')
-      return toolResult({ entries, total }, text)
+      return toolResult({ entries, total: appended }, text)
     }
   })
 
-  registry.addTool({
+  calculator.addTool({
     name: 'clear_history',
     title: 'Clear history',
     description: 'Deletes every entry of this session\'s calculation history, after asking for confirmation when the client supports elicitation. Per-operation statistics are kept.',
     inputSchema: Type.Object({}),
     outputSchema: Type.Object({ cleared: Type.Integer(), confirmed: Type.Optional(Type.Boolean()) }),
     annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
-    async run (_args: Record<string, never>, context: ToolCallContext) {
-      const size = (await context.store.history(context.sessionId)).length
-      const confirmed = await context.confirm(`Delete all ${size} entries of the calculation history?`)
+    async run (_args, context) {
+      const { entries } = await history(context)
+      const confirmed = await confirm(context, `Delete all ${entries.length} entries of the calculation history?`)
       if (confirmed === false) return toolResult({ cleared: 0, confirmed }, 'History kept: clearing was not confirmed')
-      const cleared = await context.store.clearHistory(context.sessionId)
+      const cleared = await context.state.clear(HISTORY)
       await Promise.all([context.resourceUpdated(HISTORY_URI), context.log('notice', { event: 'history cleared', cleared })])
       return toolResult({ cleared, ...(confirmed !== undefined && { confirmed }) }, `Cleared ${cleared} entries`)
     }
   })
 
   if (options.sampleToolName !== undefined && options.sampleToolName !== '') {
-    registry.addTool({
+    calculator.addTool({
       name: options.sampleToolName,
       title: 'Echo',
       description: 'Echoes its value back.',
       inputSchema: Type.Object({ value: Type.String({ maxLength: 10_000, description: 'Text to echo' }) }),
       annotations: { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false },
-      async run (args: { value: string }) {
+      async run (args) {
         return { content: [{ type: 'text', text: `test string print: ${args.value}` }] }
       }
     })
   }
 
-  registerResources(registry)
-  registerPrompts(registry)
-}
+  const json = (value: unknown) => JSON.stringify(value, null, 2)
 
-const json = (value: unknown) => JSON.stringify(value, null, 2)
-
-function registerResources (registry: FeatureRegistry): void {
-  registry.addResource({
+  calculator.addResource({
     uri: 'calculator://constants',
     name: 'constants',
     title: 'Mathematical constants',
@@ -226,49 +271,50 @@ function registerResources (registry: FeatureRegistry): void {
     mimeType: 'application/json',
     read: async () => json(CONSTANTS)
   })
-  registry.addResource({
+  calculator.addResource({
     uri: HISTORY_URI,
     name: 'history',
     title: 'Calculation history',
     description: 'This session\'s calculations, oldest first; subscribe to hear of changes',
     mimeType: 'application/json',
-    read: async context => json(await context.store.history(context.sessionId))
+    read: async context => json((await history(context)).entries)
   })
-  registry.addResource({
+  calculator.addResource({
     uri: 'calculator://stats',
     name: 'stats',
     title: 'Calculation statistics',
     description: 'This session\'s calculations counted per operation',
     mimeType: 'application/json',
     read: async context => {
-      const byOperation = await context.store.stats(context.sessionId)
+      const byOperation = await context.state.counters(OPERATIONS)
       const total = Object.values(byOperation).reduce((sum, n) => sum + n, 0)
       return json({ total, byOperation })
     }
   })
-  registry.addResource({
+  calculator.addResource({
     uri: 'session://info',
     name: 'session-info',
     title: 'Session information',
     description: 'This session: created, last activity, requests, calculations, protocol version and client',
     mimeType: 'application/json',
     read: async context => {
-      const record = await context.store.get(context.sessionId) ?? context.record
+      const { session } = context
+      const { appended } = await context.state.entries(HISTORY, 0)
       return json({
-        sessionId: record.id,
-        createdAt: new Date(record.createdAt).toISOString(),
-        lastActivityAt: new Date(record.lastActivityAt).toISOString(),
-        requestCount: record.requestCount,
-        calculationCount: record.calculationCount,
-        protocolVersion: record.protocolVersion,
-        clientName: record.initializeParams.clientInfo.name,
-        clientVersion: record.initializeParams.clientInfo.version,
-        logLevel: record.logLevel ?? null,
-        subscriptions: record.subscriptions
+        sessionId: session.id,
+        createdAt: new Date(session.createdAt).toISOString(),
+        lastActivityAt: new Date(session.lastActivityAt).toISOString(),
+        requestCount: session.requestCount,
+        calculationCount: appended,
+        protocolVersion: session.protocolVersion,
+        clientName: session.initializeParams.clientInfo.name,
+        clientVersion: session.initializeParams.clientInfo.version,
+        logLevel: session.logLevel ?? null,
+        subscriptions: session.subscriptions
       })
     }
   })
-  registry.addResource({
+  calculator.addResource({
     uri: 'formulas://library',
     name: 'formulas',
     title: 'Formula library',
@@ -276,21 +322,24 @@ function registerResources (registry: FeatureRegistry): void {
     mimeType: 'application/json',
     read: async () => json(FORMULAS)
   })
-  registry.addResourceTemplate({
+  calculator.addResourceTemplate({
     uriTemplate: 'calculator://history/{calculationId}',
     name: 'calculation',
     title: 'One calculation',
     description: 'A calculation of this session by the id the tools return',
     mimeType: 'application/json',
-    read: async (context, { calculationId }) => {
-      const entry = await context.store.findCalculation(context.sessionId, calculationId ?? '')
-      return entry === undefined ? undefined : json(entry)
+    read: async (context, { calculationId = '' }) => {
+      if (!/^[1-9]\d{0,14}$/.test(calculationId)) return undefined
+      const entry = await context.state.entry<Calculation>(HISTORY, Number(calculationId))
+      return entry === undefined ? undefined : json(asHistoryEntry(entry))
     },
     complete: async (context, _variable, prefix) => {
-      const entries = await context.store.history(context.sessionId, 100)
+      const { entries } = await history(context, 100)
       return entries.map(e => e.id).filter(id => id.startsWith(prefix)).reverse()
     }
   })
+
+  registerPrompts(calculator)
 }
 
 const LEVELS = ['beginner', 'intermediate', 'advanced'] as const
@@ -303,8 +352,8 @@ const userPrompt = (description: string, text: string) => ({
   messages: [{ role: 'user' as const, content: { type: 'text' as const, text } }]
 })
 
-function registerPrompts (registry: FeatureRegistry): void {
-  registry.addPrompt({
+function registerPrompts (calculator: Feature): void {
+  calculator.addPrompt({
     name: 'explain-calculation',
     title: 'Explain a calculation',
     description: 'Asks for an explanation of an operation at a chosen level',
@@ -315,7 +364,7 @@ function registerPrompts (registry: FeatureRegistry): void {
     get: ({ operation, level = 'intermediate' }) => userPrompt(`Explain ${operation}`,
       `Explain the ${operation} operation to a learner at the ${level} level: what it means, how it is computed, one worked example and the inputs for which it is undefined.`)
   })
-  registry.addPrompt({
+  calculator.addPrompt({
     name: 'generate-problems',
     title: 'Generate practice problems',
     description: 'Asks for practice problems on a topic',
@@ -330,7 +379,7 @@ function registerPrompts (registry: FeatureRegistry): void {
         `Write ${n} ${difficulty} practice problems on ${topic}. Number them, and give the answers in a separate list at the end.`)
     }
   })
-  registry.addPrompt({
+  calculator.addPrompt({
     name: 'solve_math_problem',
     title: 'Solve a math problem',
     description: 'Asks for the solution of a problem, using the calculator tools for arithmetic',
@@ -341,7 +390,7 @@ function registerPrompts (registry: FeatureRegistry): void {
     get: ({ problem, showWork }) => userPrompt('Solve a problem',
       `Solve this problem${showWork === 'true' ? ', showing every step' : ''}. Use the calculate and advanced_calculate tools for the arithmetic.\n\n${problem}`)
   })
-  registry.addPrompt({
+  calculator.addPrompt({
     name: 'explain_formula',
     title: 'Explain a formula',
     description: 'Asks for an explanation of a formula from the library or any other',
@@ -356,7 +405,7 @@ function registerPrompts (registry: FeatureRegistry): void {
         `Explain the formula ${subject}: what each symbol means, where it comes from and one worked example${context === undefined ? '' : ` in the context of ${context}`}.`)
     }
   })
-  registry.addPrompt({
+  calculator.addPrompt({
     name: 'calculator_assistant',
     title: 'Calculator assistant',
     description: 'Starts a conversation with an assistant that uses this server\'s tools',

@@ -1,4 +1,9 @@
-import { CalculationError } from './errors.js'
+import { ToolInputError } from '../errors.js'
+
+/** A calculation that has no finite answer; becomes a tool result with isError. */
+export class CalculationError extends ToolInputError {
+  override name = 'CalculationError'
+}
 
 export const BINARY_OPERATIONS = ['add', 'subtract', 'multiply', 'divide', 'power', 'modulo'] as const
 export const ADVANCED_OPERATIONS = ['factorial', 'sqrt', 'log', 'ln', 'sin', 'cos', 'tan', 'abs'] as const

@@ -1,0 +1,88 @@
+import fp from 'fastify-plugin'
+import client from 'prom-client'
+import { Dispatcher } from '../src/mcp/dispatcher.js'
+import { IdSequence } from '../src/mcp/protocol.js'
+import { SessionCache } from '../src/transport/session-cache.js'
+import { VERSION } from '../src/version.js'
+import { counter } from './metrics.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** The live sessions of this node, rebuilt just in time from the store. */
+    sessionCache: SessionCache
+  }
+}
+
+/**
+ * The sessions of this node: the MCP dispatcher over the feature registry, and the transport cache
+ * that holds live sessions and rebuilds any session of the store just in time. Registers the
+ * metrics of sessions, tool calls, streams and the bus. On shutdown, GET streams end first (their
+ * clients resume elsewhere), then live sessions close once the server has stopped.
+ */
+export default fp(async function mcpSessions (fastify) {
+  const { config, sessionStore: store, messageBus: bus, metricsRegistry: registry } = fastify
+  const registers = [registry]
+  const toolCalls = counter(registry, 'mcp_tool_calls_total', 'Tool calls by tool and outcome', ['tool', 'outcome'])
+  const toolDuration = new client.Histogram({ name: 'mcp_tool_call_duration_seconds', help: 'Tool call duration', labelNames: ['tool'] as const, buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5], registers })
+  const created = counter(registry, 'mcp_sessions_created_total', 'Sessions initialized on this node')
+  const rebuilt = counter(registry, 'mcp_sessions_rebuilt_total', 'Sessions rebuilt on this node from the store')
+  const deleted = counter(registry, 'mcp_sessions_deleted_total', 'Sessions ended by DELETE on this node')
+  const streams = new client.Gauge({ name: 'mcp_sse_streams_open', help: 'SSE streams open on this node', registers })
+  const eventsStored = counter(registry, 'mcp_sse_events_stored_total', 'SSE events stored for resumption')
+  const eventsReplayed = counter(registry, 'mcp_sse_events_replayed_total', 'SSE events replayed after Last-Event-ID')
+  const busMessages = counter(registry, 'mcp_bus_messages_total', 'Messages routed between nodes, by direction and kind', ['direction', 'kind'])
+
+  const logError = (err: unknown, message: string) => fastify.log.error({ err }, message)
+  const dispatcher = new Dispatcher({
+    features: fastify.mcpFeatures,
+    serverInfo: { name: 'calculator-mcp-server', version: VERSION },
+    onToolCall: (tool, outcome, seconds) => {
+      toolCalls.inc({ tool, outcome })
+      toolDuration.observe({ tool }, seconds)
+    },
+    logError
+  })
+  const cache = new SessionCache({
+    dispatcher,
+    store,
+    requestIds: new IdSequence(bus.address),
+    logError
+  }, { name: 'calculator-mcp-server', version: VERSION }, {
+    store,
+    bus,
+    streamIds: new IdSequence(bus.address),
+    retryMs: config.SSE_RETRY_MS,
+    keepAliveMs: config.KEEPALIVE_MS,
+    observer: {
+      streamOpened: () => streams.inc(),
+      streamClosed: () => streams.dec(),
+      eventStored: () => eventsStored.inc(),
+      eventsReplayed: count => eventsReplayed.inc(count),
+      busMessage: (direction, kind) => busMessages.inc({ direction, kind })
+    },
+    onError: (err, message) => fastify.log.warn({ err }, message)
+  }, {
+    max: config.SESSION_CACHE_MAX,
+    idleMs: config.SESSION_TTL_SECONDS * 1000,
+    onCreated: () => created.inc(),
+    onRebuilt: () => rebuilt.inc(),
+    onDeleted: () => deleted.inc()
+  })
+  // eslint-disable-next-line no-new
+  new client.Gauge({ name: 'mcp_cached_sessions', help: 'Sessions live in this node\'s transport cache', registers, collect () { this.set(cache.size) } })
+  fastify.decorate('sessionCache', cache)
+
+  // Node closes the connections that are idle when the server stops listening; a keep-alive
+  // connection whose response ends later would hold the shutdown up until its timeout.
+  let reaper: NodeJS.Timeout | undefined
+  fastify.addHook('preClose', async () => {
+    cache.endStreams()
+    reaper = setInterval(() => fastify.server.closeIdleConnections(), 50)
+    fastify.log.info('shutting down: GET streams ended, finishing requests in flight')
+  })
+  fastify.addHook('onClose', async () => {
+    clearInterval(reaper)
+    cache.close()
+    fastify.log.info('shut down: requests finished, live sessions closed (sessions stay in the store)')
+  })
+}, { name: 'mcp-sessions', dependencies: ['config', 'metrics', 'session-store', 'mcp-features'] })
