@@ -55,10 +55,11 @@ export default fp(async function redis (fastify) {
     return { host: n.slice(0, colon), port: Number(n.slice(colon + 1)) }
   })
   // The subscriber queues its SUBSCRIBE until connected; commands never wait.
+  // On a cluster the subscriber holds one connection per master for the bus's sharded channels.
   const connect = (role: string, offlineQueue: boolean): Redis | Cluster => {
     const redisOptions = { ...options, enableOfflineQueue: offlineQueue }
     const connection = nodes.length > 0
-      ? new Cluster(nodes, { redisOptions, enableOfflineQueue: offlineQueue, enableAutoPipelining: false, clusterRetryStrategy: times => Math.min(100 * times, 2000) })
+      ? new Cluster(nodes, { redisOptions, enableOfflineQueue: offlineQueue, enableAutoPipelining: false, shardedSubscribers: role === 'subscriber', clusterRetryStrategy: times => Math.min(100 * times, 2000) })
       : new Redis(config.REDIS_URL, redisOptions)
     // ioredis reports connection trouble as events; the store turns failed commands into 503s.
     connection.on('error', (err: Error) => fastify.log.warn({ err }, `redis ${role} connection error`))

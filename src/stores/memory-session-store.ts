@@ -49,7 +49,7 @@ export class MemorySessionStore implements SessionStore {
     this.#slots.set(record.id, {
       record: structuredClone(record),
       rateStart: record.createdAt,
-      rateHits: 1,
+      rateHits: 0,
       logs: new Map(),
       counters: new Map(),
       events: [],

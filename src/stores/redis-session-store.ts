@@ -237,7 +237,7 @@ export class RedisSessionStore implements SessionStore {
       'requestCount', record.requestCount,
       'indexedAt', record.lastActivityAt,
       'rateStart', record.createdAt,
-      'rateHits', 1,
+      'rateHits', 0,
       ...(record.logLevel === undefined ? [] : ['logLevel', record.logLevel])
     ]
     await this.#run('create', async () => {
