@@ -22,7 +22,7 @@ test('the whole lifecycle with the official SDK client', async t => {
   t.type(transport.sessionId, 'string')
 
   const { tools } = await client.listTools()
-  t.same(tools.map(tool => tool.name).sort(), ['advanced_calculate', 'batch_calculate', 'calculate', 'clear_history', 'demo_progress', 'echo_sample', 'get_history'])
+  t.same(tools.map(tool => tool.name).sort(), ['advanced_calculate', 'batch_calculate', 'calculate', 'clear_history', 'demo_progress', 'echo_sample', 'get_history', 'memory_recall', 'memory_store'])
   for (const tool of tools) {
     t.type(tool.title, 'string', `${tool.name} has a title`)
     t.type(tool.annotations?.readOnlyHint, 'boolean', `${tool.name} says whether it is read-only`)

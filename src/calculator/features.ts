@@ -248,6 +248,40 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
     }
   })
 
+  // The memory register: one number per session, kept as a log of one entry.
+  const MEMORY: LogSpec = { name: 'memory', maxEntries: 1 }
+  const Recalled = Type.Object({
+    value: Type.Union([Type.Number(), Type.Null()], { description: 'The number in memory; null when none was stored' }),
+    storedAt: Type.Union([Type.String(), Type.Null()], { description: 'When it was stored (ISO 8601)' })
+  })
+
+  calculator.addTool({
+    name: 'memory_store',
+    title: 'Memory store',
+    description: 'Keeps one number in this session\'s memory (like a calculator\'s M key), replacing the one before.',
+    inputSchema: Type.Object({ value: Type.Number({ description: 'The number to keep' }) }),
+    outputSchema: Recalled,
+    annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: false },
+    async run (args, context) {
+      const [stored] = await context.state.append(MEMORY, [args.value])
+      return toolResult({ value: args.value, storedAt: new Date(stored!.at).toISOString() }, `${args.value} is in memory`)
+    }
+  })
+
+  calculator.addTool({
+    name: 'memory_recall',
+    title: 'Memory recall',
+    description: 'Returns the number kept in this session\'s memory by memory_store.',
+    inputSchema: Type.Object({}),
+    outputSchema: Recalled,
+    annotations: { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false },
+    async run (_args, context) {
+      const [last] = (await context.state.entries<number>(MEMORY, 1)).entries
+      if (last === undefined) return toolResult({ value: null, storedAt: null }, 'Memory is empty')
+      return toolResult({ value: last.data, storedAt: new Date(last.at).toISOString() }, `${last.data}`)
+    }
+  })
+
   if (options.sampleToolName !== undefined && options.sampleToolName !== '') {
     calculator.addTool({
       name: options.sampleToolName,
