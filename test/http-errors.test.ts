@@ -1,6 +1,7 @@
 import { test, type Test } from 'tap'
 import type { LightMyRequestResponse } from 'fastify'
 import { INITIALIZE, MCP_HEADERS, rawCall, rawSession, startServer } from './helpers/server.js'
+import { MemorySessionStore } from '../src/stores/memory-session-store.js'
 
 function rpcError (t: Test, response: LightMyRequestResponse, status: number, code: number, message?: RegExp) {
   t.equal(response.statusCode, status, `status ${status}`)
@@ -113,15 +114,23 @@ test('429 when the rate limit is exceeded, with Retry-After', async t => {
 })
 
 test('an unexpected error becomes a generic 500; the detail stays in the log', async t => {
-  const server = await startServer()
-  t.teardown(() => server.close())
+  // A store whose touch has a bug stands in for a bug anywhere below the route.
+  let broken = false
+  class BuggyStore extends MemorySessionStore {
+    override async touch (id: string) {
+      if (broken) throw new Error('secret internal detail')
+      return super.touch(id)
+    }
+  }
+  const store = new BuggyStore({ ttlSeconds: 60 })
+  const server = await startServer({}, undefined, store)
+  t.teardown(async () => { await server.close(); await store.close() })
   const response = await fetch(new URL('/mcp', server.url), { method: 'POST', headers: { ...MCP_HEADERS, 'mcp-session-id': 'x' }, body: '{"jsonrpc":"2.0","id":1,"method":"ping"}' })
   t.equal(response.status, 404)
-  // A broken store stands in for a bug anywhere below the route.
-  server.app.sessionStore.touch = async () => { throw new Error('secret internal detail') }
-  const broken = await fetch(new URL('/mcp', server.url), { method: 'POST', headers: { ...MCP_HEADERS, 'mcp-session-id': 'x' }, body: '{"jsonrpc":"2.0","id":1,"method":"ping"}' })
-  t.equal(broken.status, 500)
-  const body = await broken.json()
+  broken = true
+  const failed = await fetch(new URL('/mcp', server.url), { method: 'POST', headers: { ...MCP_HEADERS, 'mcp-session-id': 'x' }, body: '{"jsonrpc":"2.0","id":1,"method":"ping"}' })
+  t.equal(failed.status, 500)
+  const body = await failed.json()
   t.same(body, { jsonrpc: '2.0', error: { code: -32603, message: 'Internal server error' }, id: null })
 })
 

@@ -3,6 +3,7 @@ import { test } from 'tap'
 import { CallToolResultSchema } from '@modelcontextprotocol/sdk/types.js'
 import { MCP_HEADERS, connect, rawCall, rawSession, startServer } from './helpers/server.js'
 import { callTool } from './helpers/raw-client.js'
+import { MemorySessionStore } from '../src/stores/memory-session-store.js'
 
 type Structured = Record<string, any>
 
@@ -97,14 +98,12 @@ test('an idle session expires and then answers 404', async t => {
 })
 
 test('closing the server does not delete sessions from the store', async t => {
-  const server = await startServer()
+  const store = new MemorySessionStore({ ttlSeconds: 60 })
+  t.teardown(() => store.close())
+  const server = await startServer({}, undefined, store)
   const session = await rawSession(server.app)
-  const store = server.app.sessionStore
-  const closed = store.close
-  store.close = async () => {}
   await server.close()
   t.ok(await store.get(session), 'the session is still in the store after shutdown')
-  await closed.call(store)
 })
 
 test('/health and /metrics report sessions', async t => {
@@ -159,10 +158,13 @@ test('concurrent requests on more sessions than cache slots all succeed', async 
 })
 
 test('a replay the store cannot read ends the resumed stream with a retry delay instead of hanging', async t => {
-  const server = await startServer({ SSE_RETRY_MS: '250' })
-  t.teardown(() => server.close())
+  class UnreadableStore extends MemorySessionStore {
+    override async eventsAfter (): Promise<never> { throw new Error('store down') }
+  }
+  const store = new UnreadableStore({ ttlSeconds: 60 })
+  const server = await startServer({ SSE_RETRY_MS: '250' }, undefined, store)
+  t.teardown(async () => { await server.close(); await store.close() })
   const session = await rawSession(server.app)
-  server.app.sessionStore.eventsAfter = async () => { throw new Error('store down') }
   const response = await fetch(server.mcpUrl, { headers: { accept: 'text/event-stream', 'mcp-session-id': session, 'last-event-id': 'get.1' } })
   t.equal(response.status, 200)
   t.equal(await response.text(), 'retry: 250\n\n', 'the stream ends at once, telling the client when to retry')

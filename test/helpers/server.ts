@@ -4,6 +4,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import type { ClientCapabilities, JSONRPCMessage, ServerNotification } from '@modelcontextprotocol/sdk/types.js'
 import app, { options } from '../../src/app.js'
+import type { SessionStore } from '../../src/stores/session-store.js'
 
 export interface TestServer {
   app: FastifyInstance
@@ -14,14 +15,14 @@ export interface TestServer {
 
 /**
  * Builds the server exactly as `fastify start -o` does (same root plugin, same server options,
- * unencapsulated) and listens on a free loopback port.
+ * unencapsulated) and listens on a free loopback port; with `store`, the app uses that store.
  */
-export async function startServer (env: Record<string, string> = {}, logStream?: { write (line: string): void }): Promise<TestServer> {
+export async function startServer (env: Record<string, string> = {}, logStream?: { write (line: string): void }, store?: SessionStore): Promise<TestServer> {
   const { skipOverride, ...serverOptions } = options
   const level = logStream === undefined ? process.env.TEST_LOG_LEVEL ?? 'silent' : 'info'
   const fastify = Fastify({ ...serverOptions, logger: { ...(serverOptions.logger as object), level, ...(logStream !== undefined && { stream: logStream }) } })
   // Load shedding is off unless a test turns it on: a busy CI machine lags its event loops.
-  await fastify.register(skipOverride ? fp(app) : app, { env: { MAX_EVENT_LOOP_DELAY_MS: '0', ...env } })
+  await fastify.register(skipOverride ? fp(app) : app, { env: { MAX_EVENT_LOOP_DELAY_MS: '0', ...env }, ...(store !== undefined && { store }) })
   const url = await fastify.listen({ port: 0, host: '127.0.0.1' })
   return { app: fastify, url, mcpUrl: new URL('/mcp', url), close: () => fastify.close() }
 }
