@@ -4,6 +4,7 @@ import { startRedis } from './helpers/processes.js'
 import { startNode } from './helpers/nodes.js'
 import { callTool, initialize } from './helpers/raw-client.js'
 import { MCP_HEADERS, rawCall, rawSession, startServer } from './helpers/server.js'
+import { logDigest } from '../plugins/request-log.js'
 
 test('in Redis mode one rate limit holds across nodes', async t => {
   const redis = await startRedis()
@@ -54,7 +55,7 @@ test('an event loop stalled past MAX_EVENT_LOOP_DELAY_MS sheds requests with 503
   t.equal((await rawCall(server.app, session, 2, 'get_history', {})).status, 200, 'served again once the loop recovers')
 })
 
-test('one log line per request, with request, session and node ids, and no arguments or secrets', async t => {
+test('one log line per request, with request and node ids and a session digest, and no arguments or secrets', async t => {
   const lines: any[] = []
   const server = await startServer({ NODE_ID: 'log-node' }, { write: line => { lines.push(JSON.parse(line)) } })
   t.teardown(() => server.close())
@@ -68,8 +69,9 @@ test('one log line per request, with request, session and node ids, and no argum
   })
   const completed = lines.filter(l => l.msg === 'request completed')
   t.equal(completed.length, 1, 'one line for the request')
-  t.match(completed[0], { reqId: /.+/, sessionId: session, node: 'log-node', method: 'POST', url: '/mcp', statusCode: 200, level: 30 })
+  t.match(completed[0], { reqId: /.+/, sessionId: logDigest(session), node: 'log-node', method: 'POST', url: '/mcp', statusCode: 200, level: 30 })
   const text = JSON.stringify(lines)
   t.notMatch(text, /secret-token|secret-cookie/, 'no secrets')
+  t.notOk(text.includes(session), 'no session id, only its digest')
   t.notMatch(text, /123456789/, 'no tool arguments')
 })
