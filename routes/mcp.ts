@@ -104,9 +104,10 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
       if (sessionId !== undefined) reply.header('mcp-session-id', sessionId)
       return batch ? [response] : response
     }
-    const answer = await withSession(request, live => new Promise<unknown>(resolve => {
+    const answer = await withSession(request, live => new Promise<unknown>((resolve, reject) => {
       const answered = live.transport.post(messages, batch, {
         json: resolve,
+        fail: reject,
         stream: () => {
           const raw = openSse(reply, live.transport.sessionId, false)
           resolve(STREAMED)

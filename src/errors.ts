@@ -102,6 +102,19 @@ export class InternalServerError extends McpHttpError {
   constructor () { super('Internal server error', 500, RpcCode.InternalError) }
 }
 
+/** A JSON-RPC error a request is answered with as is: its code, message and data. */
+export class RpcError extends Error {
+  readonly code: number
+  readonly data?: unknown
+
+  constructor (code: number, message: string, data?: unknown) {
+    super(message)
+    this.name = 'RpcError'
+    this.code = code
+    if (data !== undefined) this.data = data
+  }
+}
+
 /** A bad environment variable; stops the boot. */
 export class ConfigError extends Error {
   override name = 'ConfigError'

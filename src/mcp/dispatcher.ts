@@ -1,10 +1,10 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 import {
-  ErrorCode, LATEST_PROTOCOL_VERSION, McpError, SUPPORTED_PROTOCOL_VERSIONS,
+  ErrorCode, LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS,
   type CallToolResult, type ClientCapabilities, type InitializeResult, type ServerRequest
 } from '@modelcontextprotocol/sdk/types.js'
-import { ToolInputError } from '../errors.js'
+import { McpHttpError, RpcError, ToolInputError } from '../errors.js'
 import type { InitializeParams, LogLevel, SessionRecord } from '../stores/session-store.js'
 import { type FeatureContext, type FeatureRegistry, type ScopeState, type ToolContext, toolError } from './features.js'
 import type { Call } from './protocol.js'
@@ -22,7 +22,7 @@ export const SERVER_CAPABILITIES = {
   logging: {}
 }
 
-export type ToolOutcome = 'success' | 'error' | 'invalid_arguments' | 'internal_error'
+export type ToolOutcome = 'success' | 'error' | 'invalid_arguments' | 'unavailable' | 'internal_error'
 
 export interface DispatcherOptions {
   features: FeatureRegistry
@@ -55,15 +55,15 @@ const SetLevelParams = Type.Object({ level: Type.Union(LOG_LEVELS.map(l => Type.
 const checkInitialize = TypeCompiler.Compile(InitializeParamsSchema)
 
 /** The -32602 error `Invalid params: <where>: <why>`, from the first error of a failed check. */
-function invalidParams (check: TypeCheck<TSchema>, params: unknown): McpError {
+function invalidParams (check: TypeCheck<TSchema>, params: unknown): RpcError {
   const error = check.Errors(params).First()
   const where = error === undefined || error.path === '' ? 'params' : error.path.slice(1).replaceAll('/', '.')
-  return new McpError(ErrorCode.InvalidParams, `Invalid params: ${where}: ${error?.message ?? 'does not match the method\'s schema'}`)
+  return new RpcError(ErrorCode.InvalidParams, `Invalid params: ${where}: ${error?.message ?? 'does not match the method\'s schema'}`)
 }
 
 /**
  * What `initialize` answers: the client's revision when this server speaks it, else the latest.
- * @throws {McpError} -32602 for params that are not an initialize request's.
+ * @throws {RpcError} -32602 for params that are not an initialize request's.
  */
 export function initializeResult (params: unknown, serverInfo: DispatcherOptions['serverInfo']): InitializeResult {
   if (!checkInitialize.Check(params)) throw invalidParams(checkInitialize, params)
@@ -97,6 +97,7 @@ class ToolCall extends FeatureCall implements ToolContext {
   readonly #feature: string
   readonly #call: Call
   readonly #progressToken: string | number | undefined
+  #state?: ScopeState
 
   constructor (session: SessionServer, feature: string, call: Call, progressToken: string | number | undefined) {
     super(session, feature)
@@ -106,6 +107,7 @@ class ToolCall extends FeatureCall implements ToolContext {
     this.#progressToken = progressToken
   }
 
+  override get state (): ScopeState { return (this.#state ??= this.#session.stateFor(this.#call.id)) }
   get clientCapabilities (): ClientCapabilities { return this.#session.clientCapabilities }
   get signal (): AbortSignal { return this.#call.signal }
 
@@ -170,12 +172,12 @@ export class Dispatcher {
       }
       const match = features.matchTemplate(uri)
       const body = match === undefined ? undefined : await match.registered.definition.read(new FeatureCall(session, match.registered.feature), match.variables)
-      if (match === undefined || body === undefined) throw new McpError(RESOURCE_NOT_FOUND, `Resource not found: ${uri}`, { uri })
+      if (match === undefined || body === undefined) throw new RpcError(RESOURCE_NOT_FOUND, `Resource not found: ${uri}`, { uri })
       return { contents: [asContent(uri, match.registered.definition.mimeType, body)] }
     })
     const subscribe = (subscribed: boolean): Handler<Static<typeof Uri>> => async (session, { uri }) => {
       if (features.resource(uri) === undefined && features.matchTemplate(uri) === undefined) {
-        throw new McpError(RESOURCE_NOT_FOUND, `Resource not found: ${uri}`, { uri })
+        throw new RpcError(RESOURCE_NOT_FOUND, `Resource not found: ${uri}`, { uri })
       }
       await session.subscribe(uri, subscribed)
       return {}
@@ -192,12 +194,12 @@ export class Dispatcher {
     }))
     method('prompts/get', GetPromptParams, async (_session, params) => {
       const prompt = features.prompt(params.name)
-      if (prompt === undefined) throw new McpError(ErrorCode.InvalidParams, `Unknown prompt: ${params.name}`)
+      if (prompt === undefined) throw new RpcError(ErrorCode.InvalidParams, `Unknown prompt: ${params.name}`)
       const args = params.arguments ?? {}
       for (const argument of prompt.arguments) {
         const value = args[argument.name]
         if (argument.required === true && (value === undefined || value === '')) {
-          throw new McpError(ErrorCode.InvalidParams, `Prompt ${prompt.name} needs the argument ${argument.name}`)
+          throw new RpcError(ErrorCode.InvalidParams, `Prompt ${prompt.name} needs the argument ${argument.name}`)
         }
       }
       return prompt.get(args)
@@ -206,11 +208,11 @@ export class Dispatcher {
       let values: string[] = []
       if (ref.type === 'ref/prompt') {
         const prompt = features.prompt(ref.name)
-        if (prompt === undefined) throw new McpError(ErrorCode.InvalidParams, `Unknown prompt: ${ref.name}`)
+        if (prompt === undefined) throw new RpcError(ErrorCode.InvalidParams, `Unknown prompt: ${ref.name}`)
         values = (prompt.arguments.find(a => a.name === argument.name)?.values ?? []).filter(v => v.startsWith(argument.value))
       } else {
         const template = features.templateByPattern(ref.uri)
-        if (template === undefined) throw new McpError(ErrorCode.InvalidParams, `Unknown resource template: ${ref.uri}`)
+        if (template === undefined) throw new RpcError(ErrorCode.InvalidParams, `Unknown resource template: ${ref.uri}`)
         values = await template.definition.complete?.(new FeatureCall(session, template.feature), argument.name, argument.value) ?? []
       }
       return { completion: { values: values.slice(0, MAX_COMPLETIONS), total: values.length, hasMore: values.length > MAX_COMPLETIONS } }
@@ -219,11 +221,11 @@ export class Dispatcher {
 
   /**
    * Answers one request of `session`.
-   * @throws {McpError} -32601 for an unknown method, -32602 for invalid params, or what the method throws.
+   * @throws {RpcError} -32601 for an unknown method, -32602 for invalid params, or what the method throws.
    */
   handle (session: SessionServer, name: string, params: unknown, call: Call): Promise<unknown> {
     const method = this.#methods.get(name)
-    if (method === undefined) return Promise.reject(new McpError(ErrorCode.MethodNotFound, 'Method not found'))
+    if (method === undefined) return Promise.reject(new RpcError(ErrorCode.MethodNotFound, 'Method not found'))
     if (method.check !== undefined && !method.check.Check(params)) return Promise.reject(invalidParams(method.check, params))
     return method.handle(session, params, call)
   }
@@ -232,7 +234,7 @@ export class Dispatcher {
     const { features, onToolCall, logError } = this.#options
     const { name } = params
     const tool = features.tool(name)
-    if (tool === undefined) throw new McpError(ErrorCode.InvalidParams, `Unknown tool: ${name}`)
+    if (tool === undefined) throw new RpcError(ErrorCode.InvalidParams, `Unknown tool: ${name}`)
     const started = performance.now()
     const done = (outcome: ToolOutcome) => onToolCall?.(name, outcome, (performance.now() - started) / 1000)
     const args = params.arguments ?? {}
@@ -251,9 +253,14 @@ export class Dispatcher {
         done('error')
         return toolError(error.message)
       }
+      // Storage unreachable (nothing was half-written): the HTTP layer answers 503 and the client retries.
+      if (error instanceof McpHttpError) {
+        done('unavailable')
+        throw error
+      }
       done('internal_error')
       logError(error, `tool ${name} failed`)
-      throw new McpError(ErrorCode.InternalError, 'Internal error')
+      throw new RpcError(ErrorCode.InternalError, 'Internal error')
     }
   }
 }

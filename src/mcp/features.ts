@@ -7,19 +7,31 @@ import type { CounterUpdate, LogEntry, LogLevel, LogSpec, ScopeStore, SessionRec
 /**
  * A feature's state in one scope (today, the session a request belongs to): its own logs and
  * counters, through the store's generic primitives, and nothing of any other scope.
+ *
+ * Made for one request (`request` is its key, from the JSON-RPC id), its writes are keyed by the
+ * request and their order in it: when a proxy or a client retries the request, the same writes
+ * change nothing the second time and return what the first try stored, so the retry gives the
+ * same answer and the state is written once.
  */
 export class ScopeState {
   readonly #store: ScopeStore
   readonly #scope: string
+  readonly #request?: string
+  #writes = 0
 
-  constructor (store: ScopeStore, scope: string) {
+  constructor (store: ScopeStore, scope: string, request?: string) {
     this.#store = store
     this.#scope = scope
+    this.#request = request
+  }
+
+  #op (): string | undefined {
+    return this.#request === undefined ? undefined : `${this.#request}#${this.#writes++}`
   }
 
   /** @throws {StorageUnavailableError} when the store cannot be reached; nothing is appended then. */
   async append<T> (log: LogSpec, entries: readonly T[], count?: CounterUpdate): Promise<Array<LogEntry<T>>> {
-    return await this.#store.append(this.#scope, log, entries, count) ?? []
+    return await this.#store.append(this.#scope, log, entries, count, this.#op()) ?? []
   }
 
   entries<T> (log: LogSpec, last?: number): Promise<{ entries: Array<LogEntry<T>>, appended: number }> {
@@ -31,7 +43,7 @@ export class ScopeState {
   }
 
   clear (log: LogSpec): Promise<number> {
-    return this.#store.clear(this.#scope, log)
+    return this.#store.clear(this.#scope, log, this.#op())
   }
 
   counters (set: string): Promise<Record<string, number>> {

@@ -3,7 +3,7 @@ import {
   ErrorCode, McpError,
   type JSONRPCMessage, type MessageExtraInfo, type RequestId, type ServerRequest
 } from '@modelcontextprotocol/sdk/types.js'
-import { McpHttpError } from '../errors.js'
+import { McpHttpError, RpcError } from '../errors.js'
 
 /** How long a request to the client (elicitation, sampling) waits for its answer, as in the SDK. */
 export const CLIENT_REQUEST_TIMEOUT_MS = 60_000
@@ -41,8 +41,14 @@ export class Call {
   }
 }
 
-/** Answers one request: a result, or a thrown McpError (or McpHttpError) for an error response. */
+/** Answers one request: a result, or a thrown RpcError (or McpHttpError) for an error response. */
 export type RequestHandler = (method: string, params: unknown, call: Call) => Promise<unknown>
+
+/** A transport that can fail a request on the HTTP layer (a 503 the client retries) instead of answering it. */
+export interface FailingTransport extends Transport {
+  /** Returns false when it cannot (the answer already started streaming); the request is then answered with an error. */
+  failRequest? (id: RequestId, error: McpHttpError): boolean
+}
 
 interface PendingRequest {
   resolve (result: unknown): void
@@ -57,7 +63,7 @@ interface PendingRequest {
  * answers. It knows nothing of MCP's methods.
  */
 export class Protocol {
-  readonly transport: Transport
+  readonly transport: FailingTransport
   readonly #handle: RequestHandler
   readonly #ids: IdSequence
   readonly #logError: (error: unknown, message: string) => void
@@ -65,7 +71,7 @@ export class Protocol {
   readonly #pending = new Map<RequestId, PendingRequest>()
   #closed = false
 
-  constructor (transport: Transport, handle: RequestHandler, ids: IdSequence, logError: (error: unknown, message: string) => void) {
+  constructor (transport: FailingTransport, handle: RequestHandler, ids: IdSequence, logError: (error: unknown, message: string) => void) {
     this.transport = transport
     this.#handle = handle
     this.#ids = ids
@@ -88,6 +94,7 @@ export class Protocol {
     try {
       response = { result: await this.#handle(method, params, call), jsonrpc: '2.0', id } as JSONRPCMessage
     } catch (error) {
+      if (!call.cancelled && error instanceof McpHttpError && this.transport.failRequest?.(id, error) === true) return
       response = this.#errorResponse(id, error)
     } finally {
       this.#inFlight.delete(id)
@@ -102,7 +109,7 @@ export class Protocol {
     let code: number = ErrorCode.InternalError
     let message = 'Internal error'
     let data: unknown
-    if (error instanceof McpError) ({ code, message, data } = error)
+    if (error instanceof RpcError) ({ code, message, data } = error)
     else if (error instanceof McpHttpError) ({ rpcCode: code, message } = error)
     else this.#logError(error, 'MCP request failed')
     return { jsonrpc: '2.0', id, error: { code, message, ...(data !== undefined && { data }) } }

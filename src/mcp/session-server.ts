@@ -1,5 +1,5 @@
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js'
-import type { ClientCapabilities } from '@modelcontextprotocol/sdk/types.js'
+import type { ClientCapabilities, RequestId } from '@modelcontextprotocol/sdk/types.js'
 import type { LogLevel, SessionRecord, SessionStore } from '../stores/session-store.js'
 import type { Dispatcher } from './dispatcher.js'
 import { ScopeState } from './features.js'
@@ -31,6 +31,7 @@ export class SessionServer {
   /** The latest record read from the store: refreshed on every request, so a log level or subscription set through another node applies here. */
   record: SessionRecord
   readonly protocol: Protocol
+  /** The session's scope, for reads. */
   readonly state: ScopeState
   readonly #store: SessionStore
 
@@ -42,6 +43,12 @@ export class SessionServer {
   }
 
   get sessionId (): string { return this.record.id }
+
+  /** The session's scope for the writes of request `id`, which a retry of that request repeats harmlessly. */
+  stateFor (id: RequestId): ScopeState {
+    return new ScopeState(this.#store, this.record.id, `${typeof id === 'number' ? 'n' : 's'}:${id}`)
+  }
+
   get clientCapabilities (): ClientCapabilities { return this.record.initializeParams.capabilities }
 
   /** Whether a message at `level` falls below the level the client set (nothing is below an unset level). */

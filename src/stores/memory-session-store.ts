@@ -1,6 +1,6 @@
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js'
 import {
-  DEFAULT_EVENT_LIMIT, DEFAULT_RATE_WINDOW_MS, checkStateName, rateWindow, streamOfEventId,
+  DEFAULT_EVENT_LIMIT, DEFAULT_RATE_WINDOW_MS, MAX_REMEMBERED_OPS, checkStateName, rateWindow, streamOfEventId,
   type CounterUpdate, type LogEntry, type LogLevel, type LogSpec, type SessionRecord, type SessionStore,
   type SessionStoreOptions, type StoredEvent, type Touched
 } from './session-store.js'
@@ -18,6 +18,8 @@ interface Slot {
   rateHits: number
   logs: Map<string, Log>
   counters: Map<string, Record<string, number>>
+  /** What operations with a key did, oldest first. */
+  ops: Map<string, Array<LogEntry<unknown>> | number>
   events: Array<StoredEvent & { streamId: string, position: number }>
   nextEventPosition: number
 }
@@ -52,6 +54,7 @@ export class MemorySessionStore implements SessionStore {
       rateHits: 0,
       logs: new Map(),
       counters: new Map(),
+      ops: new Map(),
       events: [],
       nextEventPosition: 1
     })
@@ -95,9 +98,11 @@ export class MemorySessionStore implements SessionStore {
     if (slot !== undefined) slot.record.streamNode = node
   }
 
-  async append<T> (scope: string, spec: LogSpec, entries: readonly T[], count?: CounterUpdate): Promise<Array<LogEntry<T>> | undefined> {
+  async append<T> (scope: string, spec: LogSpec, entries: readonly T[], count?: CounterUpdate, op?: string): Promise<Array<LogEntry<T>> | undefined> {
     const slot = this.#live(scope)
     if (slot === undefined) return undefined
+    const done = op === undefined ? undefined : slot.ops.get(op)
+    if (Array.isArray(done)) return done as Array<LogEntry<T>>
     const log = this.#log(slot, spec)
     const at = Date.now()
     const stored = entries.map(data => ({ seq: ++log.appended, at, data }))
@@ -109,7 +114,13 @@ export class MemorySessionStore implements SessionStore {
       if (counters === undefined) slot.counters.set(count.set, counters = {})
       for (const name in count.add) counters[name] = (counters[name] ?? 0) + count.add[name]!
     }
+    if (op !== undefined) this.#remember(slot, op, stored)
     return stored
+  }
+
+  #remember (slot: Slot, op: string, outcome: Array<LogEntry<unknown>> | number): void {
+    slot.ops.set(op, outcome)
+    if (slot.ops.size > MAX_REMEMBERED_OPS) slot.ops.delete(slot.ops.keys().next().value!)
   }
 
   async entries<T> (scope: string, spec: LogSpec, last?: number): Promise<{ entries: Array<LogEntry<T>>, appended: number }> {
@@ -127,11 +138,15 @@ export class MemorySessionStore implements SessionStore {
     return first === undefined ? undefined : log.entries[seq - first.seq] as LogEntry<T> | undefined
   }
 
-  async clear (scope: string, spec: LogSpec): Promise<number> {
-    const log = this.#live(scope)?.logs.get(spec.name)
-    if (log === undefined) return 0
-    const cleared = Math.min(log.entries.length, spec.maxEntries)
-    log.entries = []
+  async clear (scope: string, spec: LogSpec, op?: string): Promise<number> {
+    const slot = this.#live(scope)
+    if (slot === undefined) return 0
+    const done = op === undefined ? undefined : slot.ops.get(op)
+    if (typeof done === 'number') return done
+    const log = slot.logs.get(spec.name)
+    const cleared = log === undefined ? 0 : Math.min(log.entries.length, spec.maxEntries)
+    if (log !== undefined) log.entries = []
+    if (op !== undefined) this.#remember(slot, op, cleared)
     return cleared
   }
 

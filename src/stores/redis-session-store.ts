@@ -2,7 +2,7 @@ import type { Cluster, Redis } from 'ioredis'
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js'
 import { StorageUnavailableError } from '../errors.js'
 import {
-  DEFAULT_EVENT_LIMIT, DEFAULT_RATE_WINDOW_MS, checkStateName, streamOfEventId,
+  DEFAULT_EVENT_LIMIT, DEFAULT_RATE_WINDOW_MS, MAX_REMEMBERED_OPS, checkStateName, streamOfEventId,
   type CounterUpdate, type LogEntry, type LogLevel, type LogSpec, type SessionRecord, type SessionStore,
   type SessionStoreOptions, type StoreObserver, type StoredEvent, type Touched
 } from './session-store.js'
@@ -13,7 +13,8 @@ import {
  *   mcp:{id}:s   hash    the session record, with its rate-limit window (rateStart, rateHits)
  *   mcp:{id}:e   stream  SSE events (fields s = stream id, m = message), trimmed to the limit
  *   mcp:{id}:f   hash    the features' logs: <log>.<seq> = entry JSON, <log>:n = last number
- *                        given, <log>:lo = oldest number kept
+ *                        given, <log>:lo = oldest number kept; what keyed operations did:
+ *                        #op=<key> = outcome, #op.<n> = the n-th key, #op:n = keys seen
  *   mcp:{id}:c   hash    the features' counters: <set>.<name> = count
  *   mcp:hits:<key> string requests of a client address in the current rate-limit window
  *   mcp:sessions zset    session id -> last activity (ms, refreshed every MAX_INDEX_LAG_MS at most),
@@ -27,6 +28,28 @@ const keys = (id: string) => {
 const SESSIONS = 'mcp:sessions'
 /** A session's score in mcp:sessions is refreshed at most this often (or a tenth of the TTL). */
 const MAX_INDEX_LAG_MS = 60_000
+
+/**
+ * Lua shared by the scripts that take an operation key (ARGV[1], '' for none) on the features'
+ * hash (KEYS[2]): `done()` is what an earlier operation with the key did, `remember(outcome)` keeps
+ * it, forgetting the oldest past MAX_REMEMBERED_OPS.
+ */
+const OPS = `
+local op = ARGV[1]
+local function done()
+  if op == '' then return false end
+  return redis.call('HGET', KEYS[2], '#op=' .. op)
+end
+local function remember(outcome)
+  if op == '' then return end
+  local n = redis.call('HINCRBY', KEYS[2], '#op:n', 1)
+  redis.call('HSET', KEYS[2], '#op=' .. op, outcome, '#op.' .. n, op)
+  local old = n - ${MAX_REMEMBERED_OPS}
+  if old > 0 then
+    local key = redis.call('HGET', KEYS[2], '#op.' .. old)
+    if key then redis.call('HDEL', KEYS[2], '#op=' .. key, '#op.' .. old) end
+  end
+end`
 
 const SCRIPTS = {
   /**
@@ -88,24 +111,28 @@ local encoded = #kept == 0 and '[]' or cjson.encode(kept)
 return redis.call('HSET', KEYS[1], 'subscriptions', encoded)`
   },
   /**
-   * KEYS s f c; ARGV log maxEntries at entryCount entry... counterSet (name amount)...
+   * KEYS s f c; ARGV op log maxEntries at entryCount entry... counterSet (name amount)...
    * Appends the entries (numbered on), drops the oldest past maxEntries, adds to the counters, and
-   * lets the feature keys expire with the scope. Returns the last number given.
+   * lets the feature keys expire with the scope. Returns the first number given and the time; for
+   * an operation key seen before, what that append returned, changing nothing.
    */
   mcpAppend: {
     keys: 3,
-    lua: `
+    lua: `${OPS}
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-local log = ARGV[1]
+local earlier = done()
+if earlier then return earlier end
+local log = ARGV[2]
 local state = redis.call('HMGET', KEYS[2], log .. ':n', log .. ':lo')
 local n = tonumber(state[1] or '0')
 local lo = tonumber(state[2] or '1')
-local count = tonumber(ARGV[4])
-for i = 5, 4 + count do
+local first = n + 1
+local count = tonumber(ARGV[5])
+for i = 6, 5 + count do
   n = n + 1
-  redis.call('HSET', KEYS[2], log .. '.' .. n, '{"seq":' .. n .. ',"at":' .. ARGV[3] .. ',"data":' .. ARGV[i] .. '}')
+  redis.call('HSET', KEYS[2], log .. '.' .. n, '{"seq":' .. n .. ',"at":' .. ARGV[4] .. ',"data":' .. ARGV[i] .. '}')
 end
-local keep = tonumber(ARGV[2])
+local keep = tonumber(ARGV[3])
 while n - lo + 1 > keep do
   redis.call('HDEL', KEYS[2], log .. '.' .. lo)
   lo = lo + 1
@@ -113,12 +140,14 @@ end
 redis.call('HSET', KEYS[2], log .. ':n', n, log .. ':lo', lo)
 local ttl = redis.call('PTTL', KEYS[1])
 redis.call('PEXPIRE', KEYS[2], ttl)
-if #ARGV > 4 + count then
-  local set = ARGV[5 + count]
-  for i = 6 + count, #ARGV, 2 do redis.call('HINCRBY', KEYS[3], set .. '.' .. ARGV[i], ARGV[i + 1]) end
+if #ARGV > 5 + count then
+  local set = ARGV[6 + count]
+  for i = 7 + count, #ARGV, 2 do redis.call('HINCRBY', KEYS[3], set .. '.' .. ARGV[i], ARGV[i + 1]) end
   redis.call('PEXPIRE', KEYS[3], ttl)
 end
-return n`
+local outcome = first .. ' ' .. ARGV[4]
+remember(outcome)
+return outcome`
   },
   /** KEYS f; ARGV log last. Returns the last number given, then the newest `last` entries kept, oldest first. */
   mcpEntries: {
@@ -133,18 +162,22 @@ local fields = {}
 for seq = from, n do fields[#fields + 1] = log .. '.' .. seq end
 return {n, redis.call('HMGET', KEYS[1], unpack(fields))}`
   },
-  /** KEYS s f; ARGV log. Returns how many entries were dropped. */
+  /** KEYS s f; ARGV op log. Returns how many entries were dropped (for an operation key seen before, what that clear returned). */
   mcpClear: {
     keys: 2,
-    lua: `
+    lua: `${OPS}
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local log = ARGV[1]
+local earlier = done()
+if earlier then return tonumber(earlier) end
+local log = ARGV[2]
 local state = redis.call('HMGET', KEYS[2], log .. ':n', log .. ':lo')
 local n = tonumber(state[1] or '0')
 local lo = tonumber(state[2] or '1')
 for seq = lo, n do redis.call('HDEL', KEYS[2], log .. '.' .. seq) end
 if n > 0 then redis.call('HSET', KEYS[2], log .. ':lo', n + 1) end
-return math.max(0, n - lo + 1)`
+local cleared = math.max(0, n - lo + 1)
+remember(cleared)
+return cleared`
   },
   /** KEYS s e; ARGV limit ttlMs (streamId message)... Returns the stream entry ids, in order. */
   mcpAppendEvents: {
@@ -297,18 +330,17 @@ export class RedisSessionStore implements SessionStore {
     await this.#run('setStreamNode', () => this.#redis.mcpSetField(keys(id)[0], 'streamNode', node))
   }
 
-  async append<T> (scope: string, log: LogSpec, entries: readonly T[], count?: CounterUpdate): Promise<Array<LogEntry<T>> | undefined> {
+  async append<T> (scope: string, log: LogSpec, entries: readonly T[], count?: CounterUpdate, op = ''): Promise<Array<LogEntry<T>> | undefined> {
     const [s, , f, c] = keys(scope)
-    const at = Date.now()
-    const args: Array<string | number> = [checkStateName(log.name), log.maxEntries, at, entries.length]
+    const args: Array<string | number> = [op, checkStateName(log.name), log.maxEntries, Date.now(), entries.length]
     for (const entry of entries) args.push(JSON.stringify(entry))
     if (count !== undefined) {
       args.push(checkStateName(count.set))
       for (const name in count.add) args.push(name, count.add[name]!)
     }
-    const last = await this.#run('append', () => this.#redis.mcpAppend(s, f, c, ...args)) as number | null
-    if (last === null) return undefined
-    const first = last - entries.length + 1
+    const outcome = await this.#run('append', () => this.#redis.mcpAppend(s, f, c, ...args)) as string | null
+    if (outcome === null) return undefined
+    const [first, at] = outcome.split(' ').map(Number) as [number, number]
     return entries.map((data, i) => ({ seq: first + i, at, data }))
   }
 
@@ -325,9 +357,9 @@ export class RedisSessionStore implements SessionStore {
     return value === null ? undefined : JSON.parse(value)
   }
 
-  async clear (scope: string, log: LogSpec): Promise<number> {
+  async clear (scope: string, log: LogSpec, op = ''): Promise<number> {
     const [s, , f] = keys(scope)
-    return Number(await this.#run('clear', () => this.#redis.mcpClear(s, f, log.name)))
+    return Number(await this.#run('clear', () => this.#redis.mcpClear(s, f, op, log.name)))
   }
 
   async counters (scope: string, set: string): Promise<Record<string, number>> {

@@ -77,16 +77,18 @@ export interface CounterUpdate {
  */
 export interface ScopeStore {
   /**
-   * Appends entries to a log (all or none) and applies `count` in the same step.
-   * Returns the stored entries; undefined when the scope is gone.
+   * Appends entries to a log (all or none) and applies `count` in the same step. Returns the stored
+   * entries; undefined when the scope is gone. With `op`, an operation key: an append whose key the
+   * scope has seen (among its last MAX_REMEMBERED_OPS) changes nothing and returns the entries as
+   * that first append stored them, so a retried request writes once.
    */
-  append<T> (scope: string, log: LogSpec, entries: readonly T[], count?: CounterUpdate): Promise<Array<LogEntry<T>> | undefined>
+  append<T> (scope: string, log: LogSpec, entries: readonly T[], count?: CounterUpdate, op?: string): Promise<Array<LogEntry<T>> | undefined>
   /** The newest `last` entries (all kept when omitted), oldest first, and how many were ever appended. */
   entries<T> (scope: string, log: LogSpec, last?: number): Promise<{ entries: Array<LogEntry<T>>, appended: number }>
   /** One kept entry by its number. */
   entry<T> (scope: string, log: LogSpec, seq: number): Promise<LogEntry<T> | undefined>
-  /** Drops every kept entry (numbering goes on); returns how many there were. */
-  clear (scope: string, log: LogSpec): Promise<number>
+  /** Drops every kept entry (numbering goes on); returns how many there were. With `op`, as for `append`. */
+  clear (scope: string, log: LogSpec, op?: string): Promise<number>
   /** The counters of one set; empty when none was counted. */
   counters (scope: string, set: string): Promise<Record<string, number>>
 }
@@ -149,6 +151,8 @@ export interface SessionStoreOptions {
 }
 
 export const DEFAULT_EVENT_LIMIT = 1000
+/** Operation keys a scope remembers, newest first: a retry comes within seconds of the first try. */
+export const MAX_REMEMBERED_OPS = 64
 export const DEFAULT_RATE_WINDOW_MS = 60_000
 
 const LOG_NAME = /^[A-Za-z0-9_-]{1,64}$/

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { LRUCache } from 'lru-cache'
-import { McpError, type InitializeResult, type JSONRPCMessage, type JSONRPCRequest } from '@modelcontextprotocol/sdk/types.js'
+import type { InitializeResult, JSONRPCMessage, JSONRPCRequest } from '@modelcontextprotocol/sdk/types.js'
+import { RpcError } from '../errors.js'
 import { initializeResult } from '../mcp/dispatcher.js'
 import { type SessionServices, SessionServer } from '../mcp/session-server.js'
 import type { InitializeParams, SessionRecord, Touched } from '../stores/session-store.js'
@@ -35,6 +36,8 @@ export class SessionCache {
   readonly #transportServices: TransportServices
   readonly #options: SessionCacheOptions
   readonly #live: LRUCache<string, LiveSession>
+  /** Sessions dropped from the cache that still answer requests. */
+  readonly #retiring = new Map<string, LiveSession>()
   readonly #sweeper: NodeJS.Timeout
   #closing = false
 
@@ -48,8 +51,17 @@ export class SessionCache {
       max: options.max,
       ttl: options.idleMs,
       updateAgeOnGet: true,
-      // A session dropped here may still be answering requests: it closes once they are done.
-      dispose: live => { live.transport.retire(() => { live.transport.close().catch(() => {}) }) }
+      // A session dropped here may still be answering requests (a tool may be waiting for the
+      // client's answer to an elicitation): it closes once they are done, and until then it is
+      // found again rather than rebuilt, so that answer reaches it.
+      dispose: (live, id, reason) => {
+        if (reason === 'set' && this.#live.peek(id) === live) return
+        this.#retiring.set(id, live)
+        live.transport.retire(() => {
+          if (this.#retiring.get(id) === live) this.#retiring.delete(id)
+          live.transport.close().catch(() => {})
+        })
+      }
     })
     this.#sweeper = setInterval(() => this.#live.purgeStale(), Math.min(options.idleMs, 60_000))
     this.#sweeper.unref()
@@ -71,7 +83,7 @@ export class SessionCache {
     try {
       result = initializeResult(request.params, this.#serverInfo)
     } catch (error) {
-      if (!(error instanceof McpError)) throw error
+      if (!(error instanceof RpcError)) throw error
       return { response: { jsonrpc: '2.0', id: request.id, error: { code: error.code, message: error.message } } }
     }
     const now = Date.now()
@@ -122,7 +134,7 @@ export class SessionCache {
   }
 
   #find (record: SessionRecord): LiveSession {
-    const live = this.#live.get(record.id)
+    const live = this.#live.get(record.id) ?? this.#revive(record.id)
     if (live !== undefined) {
       live.server.record = record
       return live
@@ -131,6 +143,15 @@ export class SessionCache {
     this.#live.set(record.id, rebuilt)
     this.#options.onRebuilt?.()
     return rebuilt
+  }
+
+  /** A session that was dropped but has not closed yet, back in the cache. */
+  #revive (id: string): LiveSession | undefined {
+    const live = this.#retiring.get(id)
+    if (live === undefined || !live.transport.unretire()) return undefined
+    this.#retiring.delete(id)
+    this.#live.set(id, live)
+    return live
   }
 
   /**
@@ -152,7 +173,7 @@ export class SessionCache {
 
   /** A message from another node reaches the session if it is live here; otherwise nobody here waits for it. */
   #deliver (message: BusMessage): void {
-    const live = this.#live.peek(message.sessionId)
+    const live = this.#live.peek(message.sessionId) ?? this.#retiring.get(message.sessionId)
     if (live === undefined) return
     this.#transportServices.observer?.busMessage?.('received', message.kind)
     live.transport.receive(message)

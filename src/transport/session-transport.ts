@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http'
 import type { Transport, TransportSendOptions } from '@modelcontextprotocol/sdk/shared/transport.js'
 import { type JSONRPCMessage, type JSONRPCRequest, type MessageExtraInfo, type RequestId } from '@modelcontextprotocol/sdk/types.js'
-import { ConflictError, InvalidRequestError } from '../errors.js'
+import { ConflictError, InvalidRequestError, type McpHttpError } from '../errors.js'
 import type { IdSequence } from '../mcp/protocol.js'
 import { type SessionRecord, type SessionStore, type StoredEvent, streamOfEventId } from '../stores/session-store.js'
 import { type BusMessage, type MessageBus, addressOf } from './bus.js'
@@ -16,6 +16,8 @@ const PRIMING_SINCE = '2025-11-25'
 export interface ExchangeSink {
   /** Called once with the whole answer when nothing was streamed before it; undefined when no request is answered. */
   json (body: unknown): void
+  /** Called instead of `json` when the POST's one request failed on the HTTP layer (503: storage unreachable); without it, such a request is answered with a JSON-RPC error. */
+  fail? (error: McpHttpError): void
   /**
    * Called at the first message that must be streamed (a progress notification, a server request);
    * returns the response to write SSE to, with its headers already sent, or undefined to drop
@@ -128,6 +130,21 @@ export class SessionTransport implements Transport {
   }
 
   /**
+   * Fails a POST whose only request could not run (storage unreachable, nothing written) with the
+   * error's HTTP status, so the client or proxy retries it; false when the answer already started
+   * streaming or other requests share the POST.
+   */
+  failRequest (id: RequestId, error: McpHttpError): boolean {
+    const exchange = this.#exchanges.get(id)
+    if (exchange?.sink.fail === undefined || exchange.streamId !== undefined || exchange.batch || exchange.pending.size !== 1) return false
+    this.#exchanges.delete(id)
+    exchange.done = true
+    exchange.sink.fail(error)
+    this.#closeIfRetired()
+    return true
+  }
+
+  /**
    * Takes the session for one request, so that it cannot close before the request has handed over
    * its messages; false when it has already closed (the caller finds the session again).
    */
@@ -150,6 +167,13 @@ export class SessionTransport implements Transport {
     this.#onRetired = onRetired
     this.endStandaloneStream()
     this.#closeIfRetired()
+  }
+
+  /** Stays on this node after all (its session was wanted again before it closed); false when it has closed. */
+  unretire (): boolean {
+    if (this.#closed) return false
+    this.#onRetired = undefined
+    return true
   }
 
   #closeIfRetired (): void {
@@ -202,11 +226,16 @@ export class SessionTransport implements Transport {
   async serveGet (open: () => ServerResponse, lastEventId?: string): Promise<void> {
     const resumed = lastEventId === undefined ? undefined : streamOfEventId(lastEventId)
     const streamId = resumed ?? STANDALONE_STREAM
-    if (this.#streams.get(streamId)?.open === true) throw new ConflictError('this stream is already open for this session')
-    // Registered before the replay is read, holding live events back: an event stored meanwhile
-    // arrives live and may be in the replay too; the stream writes each id once.
+    const conflict = () => {
+      if (this.#streams.get(streamId)?.open === true) throw new ConflictError('this stream is already open for this session')
+    }
+    conflict()
     if (streamId === STANDALONE_STREAM) await this.#claimStandaloneStream()
     else await this.#claimPostStream(streamId)
+    // Another GET may have opened the stream while the claim was under way.
+    conflict()
+    // Registered before the replay is read, holding live events back: an event stored meanwhile
+    // arrives live and may be in the replay too; the stream writes each id once.
     const stream = new SseStream(open(), streamId, this.#services.keepAliveMs)
     stream.hold()
     this.#register(stream)

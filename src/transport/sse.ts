@@ -92,7 +92,7 @@ export class SseStream {
   #flush (): void {
     const pending = this.#pending
     this.#pending = ''
-    if (pending !== '' && !this.#res.writableEnded) this.#res.write(pending)
+    if (pending !== '' && this.#open && !this.#res.writableEnded) this.#res.write(pending)
   }
 
   #closed (): void {

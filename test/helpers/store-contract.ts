@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Test } from 'tap'
-import type { LogSpec, SessionRecord, SessionStore, SessionStoreOptions } from '../../src/stores/session-store.js'
+import { MAX_REMEMBERED_OPS, type LogSpec, type SessionRecord, type SessionStore, type SessionStoreOptions } from '../../src/stores/session-store.js'
 
 let counter = 0
 export function newRecord (overrides: Partial<SessionRecord> = {}): SessionRecord {
@@ -111,6 +111,27 @@ export function storeContract (t: Test, make: (options: SessionStoreOptions) => 
     t.same(await store.counters(record.id, 'ops'), { add: 4, multiply: 4 }, 'counters survive clearing')
     t.same((await store.entries(record.id, OTHER_LOG)).entries, [], 'logs are apart')
     t.equal(await store.append('missing', LOG, [entry(1)]), undefined, 'nothing is kept for a scope that is gone')
+  })
+
+  t.test('an operation key makes a write happen once', async t => {
+    const store = await make({ ttlSeconds: 60 })
+    t.teardown(() => store.close())
+    const record = newRecord()
+    await store.create(record)
+    const first = await store.append(record.id, BIG_LOG, [entry(1), entry(2)], { set: 'ops', add: { add: 1, multiply: 1 } }, 'r1#0')
+    const again = await store.append(record.id, BIG_LOG, [entry(1), entry(2)], { set: 'ops', add: { add: 1, multiply: 1 } }, 'r1#0')
+    t.same(again, first, 'the same entries, numbers and time')
+    const concurrent = await Promise.all(Array.from({ length: 10 }, () => store.append(record.id, BIG_LOG, [entry(3)], undefined, 'r2#0')))
+    t.same(new Set(concurrent.map(c => c![0]!.seq)), new Set([3]), 'concurrent tries agree')
+    t.equal((await store.entries(record.id, BIG_LOG)).appended, 3, 'written once each')
+    t.same(await store.counters(record.id, 'ops'), { add: 1, multiply: 1 }, 'counted once')
+    t.equal(await store.clear(record.id, BIG_LOG, 'r3#0'), 3)
+    await store.append(record.id, BIG_LOG, [entry(4)])
+    t.equal(await store.clear(record.id, BIG_LOG, 'r3#0'), 3, 'a repeated clear reports what it did and clears nothing more')
+    t.equal((await store.entries(record.id, BIG_LOG)).entries.length, 1)
+    for (let i = 0; i < MAX_REMEMBERED_OPS; i++) await store.append(record.id, BIG_LOG, [entry(i)], undefined, `later-${i}`)
+    const forgotten = await store.append(record.id, BIG_LOG, [entry(1), entry(2)], undefined, 'r1#0')
+    t.not(forgotten![0]!.seq, first![0]!.seq, `only the last ${MAX_REMEMBERED_OPS} keys are remembered`)
   })
 
   t.test('a batch is appended all at once; concurrent appends lose nothing', async t => {
