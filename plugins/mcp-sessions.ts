@@ -3,6 +3,7 @@ import client from 'prom-client'
 import { Dispatcher } from '../src/mcp/dispatcher.js'
 import { IdSequence } from '../src/mcp/protocol.js'
 import { SessionCache } from '../src/transport/session-cache.js'
+import { StreamBudget } from '../src/transport/session-transport.js'
 import { VERSION } from '../src/version.js'
 import { counter } from './metrics.js'
 
@@ -53,6 +54,8 @@ export default fp(async function mcpSessions (fastify) {
     streamIds: new IdSequence(bus.address),
     retryMs: config.SSE_RETRY_MS,
     keepAliveMs: config.KEEPALIVE_MS,
+    streams: new StreamBudget(config.MAX_STREAMS),
+    batchAnswerMaxBytes: config.BATCH_ANSWER_MAX_BYTES,
     observer: {
       streamOpened: () => streams.inc(),
       streamClosed: () => streams.dec(),
@@ -63,6 +66,7 @@ export default fp(async function mcpSessions (fastify) {
     onError: (err, message) => fastify.log.warn({ err }, message)
   }, {
     max: config.SESSION_CACHE_MAX,
+    maxBytes: config.SESSION_CACHE_MAX_BYTES,
     idleMs: config.SESSION_TTL_SECONDS * 1000,
     onCreated: () => created.inc(),
     onRebuilt: () => rebuilt.inc(),

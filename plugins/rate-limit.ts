@@ -5,7 +5,18 @@ import { RateLimitedError } from '../src/errors.js'
 import type { Touched } from '../src/stores/session-store.js'
 import { counter } from './metrics.js'
 
+/** Limits the /mcp handlers apply once they know what a request holds. */
+export interface SessionLimits {
+  /** @throws {RateLimitedError} when the client's address created INITIALIZE_RATE_LIMIT_MAX sessions this window. */
+  sessionCreation (request: FastifyRequest): Promise<void>
+  /** Counts the messages of a batch past its first. @throws {RateLimitedError} past RATE_LIMIT_MAX. */
+  batch (sessionId: string, messages: number): Promise<void>
+}
+
 declare module 'fastify' {
+  interface FastifyInstance {
+    sessionLimits: SessionLimits
+  }
   interface FastifyRequest {
     /**
      * The touch of the session the request names, started as it arrives (see routes/mcp.ts): it
@@ -21,7 +32,8 @@ type Counted = (error: Error | null, result?: { current: number, ttl: number }) 
  * Rate limiting for the routes that opt in with `config.rateLimit` (only /mcp), through
  * @fastify/rate-limit with a store of ours: a request of a live session is counted against the
  * session by the session's own touch (no round trip of its own); any other request, including one
- * that names a session the store does not know, is counted against the client's address. In Redis
+ * that names a session the store does not know, is counted against the client's address. Session
+ * creation has its own limit per address, and each message of a batch counts. In Redis
  * mode every count lives in Redis, so the limit holds for the whole cluster; if Redis cannot count,
  * requests pass (the session store answers 503 on its own).
  */
@@ -58,12 +70,30 @@ export default fp(async function rateLimitPlugin (fastify) {
     max: config.RATE_LIMIT_MAX,
     timeWindow: config.RATE_LIMIT_WINDOW_MS,
     keyGenerator: (request: FastifyRequest) => {
-      if (request.sessionTouched === undefined) return `ip:${request.ip}`
+      if (request.sessionTouched === undefined) return `ip:${request.clientAddress}`
       const key = `rq:${request.id}`
-      touches.set(key, { touched: request.sessionTouched, address: request.ip })
+      touches.set(key, { touched: request.sessionTouched, address: request.clientAddress })
       return key
     },
     onExceeded: () => rateLimited.inc(),
-    errorResponseBuilder: (_request, context) => new RateLimitedError(Math.max(1, Math.ceil(context.ttl / 1000)))
+    errorResponseBuilder: (_request, context) => new RateLimitedError(retryAfter(context.ttl))
   })
-}, { name: 'rate-limit', dependencies: ['config', 'metrics', 'session-store'] })
+
+  const refuse = (resetMs: number) => {
+    rateLimited.inc()
+    throw new RateLimitedError(retryAfter(resetMs))
+  }
+  fastify.decorate('sessionLimits', {
+    async sessionCreation (request) {
+      const { hits, resetMs } = await store.hit(`init:${request.clientAddress}`)
+      if (hits > config.INITIALIZE_RATE_LIMIT_MAX) refuse(resetMs)
+    },
+    async batch (sessionId, messages) {
+      if (messages < 2) return
+      const counted = await store.hitSession(sessionId, messages - 1)
+      if (counted !== undefined && counted.hits > config.RATE_LIMIT_MAX) refuse(counted.resetMs)
+    }
+  } satisfies SessionLimits)
+}, { name: 'rate-limit', dependencies: ['config', 'metrics', 'session-store', 'connections'] })
+
+const retryAfter = (ms: number) => Math.max(1, Math.ceil(ms / 1000))

@@ -31,6 +31,8 @@ export default fp<SessionStorePluginOptions>(async function sessionStore (fastif
   const options: SessionStoreOptions = {
     ttlSeconds: config.SESSION_TTL_SECONDS,
     eventLimit: config.EVENTS_PER_SESSION,
+    eventLogMaxBytes: config.EVENT_LOG_MAX_BYTES,
+    eventMaxBytes: config.EVENT_MAX_BYTES,
     rateWindowMs: config.RATE_LIMIT_WINDOW_MS,
     observer: {
       sessionsExpired: count => expired.inc(count),

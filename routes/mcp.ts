@@ -48,7 +48,7 @@ function openSse (reply: FastifyReply, sessionId: string, flush: boolean) {
  * route schema, so the hot path parses once.
  */
 export default async function mcpRoutes (fastify: FastifyInstance) {
-  const { sessionCache: cache, config } = fastify
+  const { sessionCache: cache, sessionLimits: limits, config } = fastify
   const originAllowed = originMatcher(config.ALLOWED_ORIGINS)
   // Only JSON bodies reach the endpoint; any other Content-Type gets 415.
   fastify.removeAllContentTypeParsers()
@@ -100,22 +100,26 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
     const initialize = messages.find(m => 'method' in m && m.method === 'initialize')
     if (initialize !== undefined) {
       if (messages.length > 1 || !('id' in initialize)) throw new InvalidRequestError('initialize must be sent alone, as a request')
+      await limits.sessionCreation(request)
       const { sessionId, response } = await cache.initialize(initialize as JSONRPCRequest)
       if (sessionId !== undefined) reply.header('mcp-session-id', sessionId)
       return batch ? [response] : response
     }
-    const answer = await withSession(request, live => new Promise<unknown>((resolve, reject) => {
-      const answered = live.transport.post(messages, batch, {
-        json: resolve,
-        fail: reject,
-        stream: () => {
-          const raw = openSse(reply, live.transport.sessionId, false)
-          resolve(STREAMED)
-          return raw
-        }
+    const answer = await withSession(request, async live => {
+      if (batch) await limits.batch(live.transport.sessionId, messages.length)
+      return new Promise<unknown>((resolve, reject) => {
+        const answered = live.transport.post(messages, batch, {
+          json: resolve,
+          fail: reject,
+          stream: () => {
+            const raw = openSse(reply, live.transport.sessionId, false)
+            resolve(STREAMED)
+            return raw
+          }
+        })
+        if (!answered) resolve(undefined)
       })
-      if (!answered) resolve(undefined)
-    }))
+    })
     if (answer === STREAMED) return reply
     if (answer === undefined) return reply.code(202).send()
     return answer

@@ -1,10 +1,12 @@
-import { LogController, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import type { Server } from 'node:http'
+import { LogController, type FastifyHttpOptions, type FastifyInstance } from 'fastify'
 import { clientErrorHandler } from './client-errors.js'
 import config, { type ConfigPluginOptions } from '../plugins/config.js'
 import errorBoundary, { frameworkErrors } from '../plugins/error-boundary.js'
 import requestLog from '../plugins/request-log.js'
 import loadShedding from '../plugins/load-shedding.js'
 import cors from '../plugins/cors.js'
+import connections from '../plugins/connections.js'
 import metrics from '../plugins/metrics.js'
 import redis from '../plugins/redis.js'
 import sessionStore, { type SessionStorePluginOptions } from '../plugins/session-store.js'
@@ -22,7 +24,8 @@ export type AppOptions = ConfigPluginOptions & SessionStorePluginOptions
 /**
  * The root plugin, loaded by `fastify start`. Plugins register in this order, each after what it
  * depends on, then the thin routes (the error boundary is set before any route):
- *   config -> error boundary -> request log -> load shedding -> CORS -> metrics registry -> Redis
+ *   config -> error boundary -> request log -> load shedding -> CORS -> connection limits
+ *   -> metrics registry -> Redis
  *   -> session store and bus -> feature registry -> calculator (-> conformance fixtures)
  *   -> sessions (dispatcher, transport cache) -> rate limit -> /mcp, /health, /metrics.
  * Shutdown, in one place: `preClose` ends GET streams (clients resume them on another node) while
@@ -35,6 +38,7 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(requestLog)
   await fastify.register(loadShedding)
   await fastify.register(cors)
+  await fastify.register(connections)
   await fastify.register(metrics)
   await fastify.register(redis)
   await fastify.register(sessionStore, opts)
@@ -54,11 +58,13 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
  * get JSON-RPC error bodies too; and during shutdown, requests that still arrive on open connections
  * are served (with `Connection: close`) rather than refused, so a rolling restart fails none.
  */
-export const options: FastifyServerOptions & { skipOverride: boolean } = {
+export const options: FastifyHttpOptions<Server> & { skipOverride: boolean } = {
   skipOverride: true,
   logger: { redact: ['req.headers.authorization', 'req.headers.cookie', 'res.headers["set-cookie"]'] },
   logController: new LogController({ disableRequestLogging: true }),
   return503OnClosing: false,
   clientErrorHandler,
-  frameworkErrors
+  frameworkErrors,
+  // Request and header timeouts (plugins/connections.ts sets them) are checked every second.
+  http: { connectionsCheckingInterval: 1000 }
 }

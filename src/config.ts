@@ -24,10 +24,20 @@ export const ConfigSchema = Type.Object({
   EVENTS_PER_SESSION: Integer({ default: 1000, minimum: 10, maximum: 100_000, description: 'SSE events kept per session for resumption' }),
   SSE_RETRY_MS: Integer({ default: 1000, minimum: 100, maximum: 60_000, description: 'reconnection delay sent to clients in SSE retry fields' }),
   HISTORY_LIMIT: Integer({ default: 1000, minimum: 1, maximum: 100_000, description: 'history entries kept per session' }),
-  RATE_LIMIT_MAX: Integer({ default: 1000, minimum: 1, maximum: 100_000_000, description: 'requests per window per session or address' }),
+  RATE_LIMIT_MAX: Integer({ default: 1000, minimum: 1, maximum: 100_000_000, description: 'requests per window per live session, or per client address for requests without one' }),
+  INITIALIZE_RATE_LIMIT_MAX: Integer({ default: 60, minimum: 1, maximum: 100_000_000, description: 'sessions a client address may create per rate-limit window' }),
+  TRUST_PROXY: Type.String({ default: '', pattern: '^(\\d{1,2}|[0-9A-Fa-f.:/]+(,[0-9A-Fa-f.:/]+)*)?$', description: 'proxies whose X-Forwarded-For is believed: a hop count, or comma-separated addresses or CIDRs (empty: none)' }),
   RATE_LIMIT_WINDOW_MS: Integer({ default: 60_000, minimum: 100, maximum: 86_400_000, description: 'rate limit window in milliseconds' }),
   BODY_LIMIT_BYTES: Integer({ default: 1_048_576, minimum: 1024, maximum: 104_857_600, description: 'largest accepted request body in bytes' }),
   MAX_EVENT_LOOP_DELAY_MS: Integer({ default: 1000, minimum: 0, maximum: 60_000, description: 'event-loop delay in milliseconds above which requests are shed with 503; 0 turns shedding off' }),
+  EVENT_LOG_MAX_BYTES: Integer({ default: 1_048_576, minimum: 65_536, maximum: 104_857_600, description: 'bytes of SSE events kept per session for resumption' }),
+  EVENT_MAX_BYTES: Integer({ default: 262_144, minimum: 1024, maximum: 104_857_600, description: 'largest SSE event kept for resumption; larger ones are delivered but not kept' }),
+  BATCH_ANSWER_MAX_BYTES: Integer({ default: 1_048_576, minimum: 1024, maximum: 104_857_600, description: 'bytes of answers to one JSON-RPC batch; answers past it become errors' }),
+  SESSION_CACHE_MAX_BYTES: Integer({ default: 67_108_864, minimum: 1_048_576, maximum: 17_179_869_184, description: 'bytes of session records live on this node' }),
+  MAX_STREAMS: Integer({ default: 10_000, minimum: 1, maximum: 1_000_000, description: 'SSE streams open at once on this node; 503 beyond' }),
+  MAX_CONNECTIONS: Integer({ default: 20_000, minimum: 1, maximum: 1_000_000, description: 'TCP connections open at once on this node' }),
+  REQUEST_TIMEOUT_MS: Integer({ default: 30_000, minimum: 1000, maximum: 600_000, description: 'milliseconds for a request (headers and body) to arrive; 408 beyond' }),
+  HEADERS_TIMEOUT_MS: Integer({ default: 10_000, minimum: 1000, maximum: 600_000, description: 'milliseconds for request headers to arrive; 408 beyond' }),
   KEEPALIVE_MS: Integer({ default: 15_000, minimum: 1000, maximum: 600_000, description: 'milliseconds between SSE keepalive comments' }),
   SAMPLE_TOOL_NAME: Type.String({ default: '', pattern: '^([A-Za-z0-9_.-]{1,64})?$', description: 'name of an extra echo tool, 1-64 of A-Z a-z 0-9 _ . -' }),
   CONFORMANCE_FIXTURES: Type.Boolean({ default: false, description: 'true to add the fixtures of the official MCP conformance suite' }),
@@ -55,6 +65,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`Invalid ${name}=${JSON.stringify(env[name])}: expected ${schema?.description ?? error.message}${range}`)
   }
   const result = config as Config
+  if (result.HEADERS_TIMEOUT_MS > result.REQUEST_TIMEOUT_MS) throw new ConfigError(`Invalid HEADERS_TIMEOUT_MS=${result.HEADERS_TIMEOUT_MS}: expected at most REQUEST_TIMEOUT_MS (${result.REQUEST_TIMEOUT_MS})`)
   if (result.NODE_ID === '') result.NODE_ID = `${hostname()}-${process.pid}`
   if (result.REDIS_CLUSTER_NODES !== '') result.USE_REDIS = true
   return result

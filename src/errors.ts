@@ -90,6 +90,10 @@ export class StorageUnavailableError extends McpHttpError {
   }
 }
 
+export class TooManyStreamsError extends McpHttpError {
+  constructor () { super('Service Unavailable: this node holds as many streams as it may, retry shortly', 503, RpcCode.ServerError, { 'retry-after': '1' }) }
+}
+
 export class OverloadedError extends McpHttpError {
   constructor () { super('Service Unavailable: the server is overloaded, retry shortly', 503, RpcCode.ServerError, { 'retry-after': '1' }) }
 }

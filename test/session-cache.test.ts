@@ -9,6 +9,7 @@ import { MemorySessionStore } from '../src/stores/memory-session-store.js'
 import type { LogSpec, SessionRecord } from '../src/stores/session-store.js'
 import { LocalBus } from '../src/transport/bus.js'
 import { SessionCache } from '../src/transport/session-cache.js'
+import { StreamBudget } from '../src/transport/session-transport.js'
 import { FakeResponse, deferred, eventually } from './helpers/fakes.js'
 
 const NOTES: LogSpec = { name: 'notes', maxEntries: 10 }
@@ -63,9 +64,10 @@ function setup (t: Test, max = 10) {
   const cache = new SessionCache(
     { dispatcher: new Dispatcher({ features: registry, serverInfo: { name: 'unit', version: '0' }, logError }), store, requestIds: new IdSequence(bus.address), logError },
     { name: 'unit', version: '0' },
-    { store, bus, streamIds: new IdSequence(bus.address), retryMs: 1000, keepAliveMs: 0, onError: () => {} },
+    { store, bus, streamIds: new IdSequence(bus.address), retryMs: 1000, keepAliveMs: 0, batchAnswerMaxBytes: 1_000_000, streams: new StreamBudget(100), onError: () => {} },
     {
       max,
+      maxBytes: 1_000_000_000,
       idleMs: 60_000,
       onCreated: () => { counts.created++ },
       onRebuilt: () => { counts.rebuilt++ },
@@ -139,6 +141,21 @@ test('an evicted session is rebuilt on acquire with its state from the store', a
   again.transport.release()
   t.equal(again.server, rebuilt.server, 'a live session is reused')
   t.equal(counts.rebuilt, 1)
+})
+
+test('a flood of new sessions does not push out a session holding a stream', async t => {
+  const { cache, counts } = setup(t, 2)
+  const { sessionId: bystander } = await cache.initialize(initialize())
+  const live = (await cache.acquire(bystander!))!
+  const stream = new FakeResponse()
+  await live.transport.serveGet(() => stream.asServerResponse)
+  live.transport.release()
+  for (let i = 0; i < 20; i++) await cache.initialize(initialize())
+  t.notOk(stream.writableEnded, 'the bystander\'s stream is still open')
+  const again = (await cache.acquire(bystander!))!
+  again.transport.release()
+  t.equal(again.server, live.server, 'and its session was not rebuilt')
+  t.equal(counts.rebuilt, 0)
 })
 
 test('delete removes a session from the store and the cache', async t => {

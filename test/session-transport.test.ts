@@ -1,12 +1,12 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { test, type Test } from 'tap'
 import type { JSONRPCMessage, MessageExtraInfo, RequestId } from '@modelcontextprotocol/sdk/types.js'
-import { ConflictError, InvalidRequestError } from '../src/errors.js'
+import { ConflictError, InvalidRequestError, TooManyStreamsError } from '../src/errors.js'
 import { IdSequence } from '../src/mcp/protocol.js'
 import { MemorySessionStore } from '../src/stores/memory-session-store.js'
 import type { SessionRecord } from '../src/stores/session-store.js'
 import { addressOf, newAddress } from '../src/transport/bus.js'
-import { type ExchangeSink, SessionTransport } from '../src/transport/session-transport.js'
+import { type ExchangeSink, SessionTransport, StreamBudget } from '../src/transport/session-transport.js'
 import { sseHeaders } from '../src/transport/sse.js'
 import { FakeResponse, RecordingBus, eventually } from './helpers/fakes.js'
 import { newRecord } from './helpers/store-contract.js'
@@ -40,7 +40,7 @@ const progress = (n: number): JSONRPCMessage => ({ jsonrpc: '2.0', method: 'noti
 const updated: JSONRPCMessage = { jsonrpc: '2.0', method: 'notifications/resources/updated', params: { uri: 'test://x' } }
 
 /** A session's transport over a memory store and a bus that records what it is asked to publish. */
-async function setup (t: Test, options: { protocolVersion?: string, streamPrefix?: string } = {}) {
+async function setup (t: Test, options: { protocolVersion?: string, streamPrefix?: string, batchAnswerMaxBytes?: number, streams?: StreamBudget } = {}) {
   const store = new MemorySessionStore({ ttlSeconds: 60 })
   t.teardown(() => store.close())
   const bus = new RecordingBus()
@@ -53,6 +53,8 @@ async function setup (t: Test, options: { protocolVersion?: string, streamPrefix
     streamIds: new IdSequence(options.streamPrefix ?? bus.address),
     retryMs: RETRY_MS,
     keepAliveMs: 0,
+    batchAnswerMaxBytes: options.batchAnswerMaxBytes ?? 1_000_000,
+    streams: options.streams ?? new StreamBudget(100),
     onError: (error, message) => { errors.push({ error, message }) }
   }, () => session.record)
   const received: Array<{ message: any, extra?: MessageExtraInfo }> = []
@@ -105,6 +107,20 @@ test('a progress notification related to the request switches its POST to SSE', 
   const stored = await store.eventsAfter(sessionId, `${streamId}.1`)
   t.same(stored?.events.map(e => e.message), [progress(1), progress(2), response('r1', { done: true })], 'every event is stored for resumption')
   t.same(bus.published, [], 'nothing goes over the bus for a stream held here')
+})
+
+test('the answers to a batch are bounded in bytes: the ones past the bound become errors', async t => {
+  const { transport } = await setup(t, { batchAnswerMaxBytes: 300 })
+  const sink = new FakeSink()
+  transport.post([request('a'), request('b'), request('c')], true, sink)
+  const big = { text: 'x'.repeat(200) }
+  await transport.send(response('a', big))
+  await transport.send(response('b', big))
+  await transport.send(response('c', { small: true }))
+  const [answers] = sink.bodies as any[][]
+  t.same(answers![0], response('a', big), 'answers within the bound as they are')
+  t.match(answers![1], { id: 'b', error: { code: -32603, message: /exceed 300 bytes; send this request alone/ } })
+  t.match(answers![2], { id: 'c', error: { code: -32603 } }, 'and every one after it')
 })
 
 test('a batch is answered with an array', async t => {
@@ -207,12 +223,41 @@ test('no priming event before protocol 2025-11-25', async t => {
 })
 
 test('a GET opened here tells the previous holder to end its stream', async t => {
-  const { transport, bus, session, sessionId } = await setup(t)
+  const { transport, bus, store, sessionId } = await setup(t)
   const previous = newAddress()
-  session.record = { ...session.record, streamNode: previous }
+  // A holder whose lease ran out (a node that stopped, say).
+  await store.claimStream(sessionId, previous, 'open', 0)
   await transport.serveGet(() => new FakeResponse().asServerResponse)
+  t.equal((await store.get(sessionId))?.streamNode, bus.address, 'this node holds the lease now')
   await eventually('the claim', () => bus.published.length === 1)
   t.same(bus.published, [{ to: previous, message: { kind: 'claim', sessionId, streamId: 'get', node: bus.address } }])
+})
+
+test('one GET stream per session across nodes: a live lease elsewhere refuses a new GET, a resumption takes it over', async t => {
+  const { transport, bus, store, sessionId } = await setup(t)
+  const other = newAddress()
+  await store.claimStream(sessionId, other, 'open', 60_000)
+  await t.rejects(transport.serveGet(() => new FakeResponse().asServerResponse), ConflictError, 'another node holds the stream')
+  const resumed = new FakeResponse()
+  await transport.serveGet(() => resumed.asServerResponse, 'get.1')
+  t.notOk(resumed.writableEnded, 'a resumption opens here')
+  t.equal((await store.get(sessionId))?.streamNode, bus.address)
+  await eventually('the old holder to be told', () => bus.published.some(p => p.to === other && p.message.kind === 'claim'))
+  resumed.leave()
+  await sleep(10)
+  t.equal((await store.get(sessionId))?.streamNode, undefined, 'a closed stream releases the lease')
+})
+
+test('a node holds at most MAX_STREAMS GET streams', async t => {
+  const { transport } = await setup(t, { streams: new StreamBudget(1) })
+  const first = new FakeResponse()
+  await transport.serveGet(() => first.asServerResponse)
+  await t.rejects(transport.serveGet(() => new FakeResponse().asServerResponse, 'other-stream.1'), TooManyStreamsError)
+  first.leave()
+  await sleep(5)
+  const again = new FakeResponse()
+  await transport.serveGet(() => again.asServerResponse)
+  t.notOk(again.writableEnded, 'a closed stream gives its place back')
 })
 
 test('a claim from another node ends the local GET stream; its events then go to that node', async t => {

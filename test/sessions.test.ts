@@ -16,7 +16,8 @@ const metric = async (url: string, name: string) => {
 test('an evicted session is rebuilt just in time with its state', async t => {
   const server = await startServer({ SESSION_CACHE_MAX: '1' })
   t.teardown(() => server.close())
-  const first = await connect(server.mcpUrl, { elicitation: {} }, 'first-client')
+  // Without a GET stream: a session holding one is not pushed out of the cache.
+  const first = await connect(server.mcpUrl, { elicitation: {} }, 'first-client', { getStream: false })
   t.teardown(() => first.client.close())
   await first.client.setLoggingLevel('info')
   await first.client.subscribeResource({ uri: 'calculator://history' })
@@ -136,7 +137,7 @@ test('/health and /metrics report sessions', async t => {
 test('a session evicted while answering a request still answers it', async t => {
   const server = await startServer({ SESSION_CACHE_MAX: '1' })
   t.teardown(() => server.close())
-  const first = await connect(server.mcpUrl)
+  const first = await connect(server.mcpUrl, {}, 'first-client', { getStream: false })
   t.teardown(() => first.client.close())
   const slow = first.client.callTool({ name: 'demo_progress', arguments: { steps: 6 } })
   await sleep(50)

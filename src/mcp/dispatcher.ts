@@ -32,14 +32,21 @@ export interface DispatcherOptions {
   logError (error: unknown, message: string): void
 }
 
+/** Longest progress token accepted: it is repeated in every progress notification and stored with it. */
+export const MAX_PROGRESS_TOKEN_LENGTH = 256
+/** Longest resource URI accepted: a subscription is stored with the session. */
+export const MAX_URI_LENGTH = 2048
+/** Largest client capabilities accepted in `initialize`, as JSON: they are stored with the session. */
+export const MAX_CAPABILITIES_BYTES = 8192
+
 // Request params, checked by validators compiled once. Objects admit more properties than listed.
-const Meta = Type.Optional(Type.Object({ progressToken: Type.Optional(Type.Union([Type.String(), Type.Number()])) }))
-const Paginated = Type.Union([Type.Undefined(), Type.Object({ cursor: Type.Optional(Type.String()), _meta: Meta })])
-const Uri = Type.Object({ uri: Type.String(), _meta: Meta })
+const Meta = Type.Optional(Type.Object({ progressToken: Type.Optional(Type.Union([Type.String({ maxLength: MAX_PROGRESS_TOKEN_LENGTH }), Type.Number()])) }))
+const Paginated = Type.Union([Type.Undefined(), Type.Object({ cursor: Type.Optional(Type.String({ maxLength: 1024 })), _meta: Meta })])
+const Uri = Type.Object({ uri: Type.String({ maxLength: MAX_URI_LENGTH }), _meta: Meta })
 const InitializeParamsSchema = Type.Object({
-  protocolVersion: Type.String(),
+  protocolVersion: Type.String({ maxLength: 64 }),
   capabilities: Type.Object({}),
-  clientInfo: Type.Object({ name: Type.String(), version: Type.String() })
+  clientInfo: Type.Object({ name: Type.String({ maxLength: 256 }), version: Type.String({ maxLength: 256 }) })
 })
 const CallToolParams = Type.Object({ name: Type.String(), arguments: Type.Optional(Type.Object({})), _meta: Meta })
 const GetPromptParams = Type.Object({ name: Type.String(), arguments: Type.Optional(Type.Record(Type.String(), Type.String())), _meta: Meta })
@@ -67,6 +74,9 @@ function invalidParams (check: TypeCheck<TSchema>, params: unknown): RpcError {
  */
 export function initializeResult (params: unknown, serverInfo: DispatcherOptions['serverInfo']): InitializeResult {
   if (!checkInitialize.Check(params)) throw invalidParams(checkInitialize, params)
+  if (JSON.stringify((params as InitializeParams).capabilities).length > MAX_CAPABILITIES_BYTES) {
+    throw new RpcError(ErrorCode.InvalidParams, `Invalid params: capabilities: larger than ${MAX_CAPABILITIES_BYTES} bytes`)
+  }
   const requested = (params as InitializeParams).protocolVersion
   return {
     protocolVersion: SUPPORTED_PROTOCOL_VERSIONS.includes(requested) ? requested : LATEST_PROTOCOL_VERSION,

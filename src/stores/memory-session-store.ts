@@ -1,8 +1,8 @@
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js'
 import {
-  DEFAULT_EVENT_LIMIT, DEFAULT_RATE_WINDOW_MS, MAX_REMEMBERED_OPS, checkStateName, rateWindow, streamOfEventId,
+  DEFAULT_EVENT_LIMIT, DEFAULT_EVENT_LOG_MAX_BYTES, DEFAULT_EVENT_MAX_BYTES, DEFAULT_RATE_WINDOW_MS, MAX_REMEMBERED_OPS, checkStateName, rateWindow, streamOfEventId,
   type CounterUpdate, type LogEntry, type LogLevel, type LogSpec, type SessionRecord, type SessionStore,
-  type SessionStoreOptions, type StoredEvent, type Touched
+  type SessionStoreOptions, type StoredEvent, type StreamClaim, type Touched
 } from './session-store.js'
 
 interface Log {
@@ -20,7 +20,8 @@ interface Slot {
   counters: Map<string, Record<string, number>>
   /** What operations with a key did, oldest first. */
   ops: Map<string, Array<LogEntry<unknown>> | number>
-  events: Array<StoredEvent & { streamId: string, position: number }>
+  events: Array<StoredEvent & { streamId: string, position: number, bytes: number }>
+  eventBytes: number
   nextEventPosition: number
 }
 
@@ -34,6 +35,8 @@ export class MemorySessionStore implements SessionStore {
   readonly #hits = new Map<string, { start: number, hits: number }>()
   readonly #ttlMs: number
   readonly #eventLimit: number
+  readonly #eventLogMaxBytes: number
+  readonly #eventMaxBytes: number
   readonly #rateWindowMs: number
   readonly #options: SessionStoreOptions
   readonly #sweeper: NodeJS.Timeout
@@ -41,6 +44,8 @@ export class MemorySessionStore implements SessionStore {
   constructor (options: SessionStoreOptions) {
     this.#ttlMs = options.ttlSeconds * 1000
     this.#eventLimit = options.eventLimit ?? DEFAULT_EVENT_LIMIT
+    this.#eventLogMaxBytes = options.eventLogMaxBytes ?? DEFAULT_EVENT_LOG_MAX_BYTES
+    this.#eventMaxBytes = options.eventMaxBytes ?? DEFAULT_EVENT_MAX_BYTES
     this.#rateWindowMs = options.rateWindowMs ?? DEFAULT_RATE_WINDOW_MS
     this.#options = options
     this.#sweeper = setInterval(() => this.#sweep(), Math.min(this.#ttlMs, this.#rateWindowMs, 60_000))
@@ -56,6 +61,7 @@ export class MemorySessionStore implements SessionStore {
       counters: new Map(),
       ops: new Map(),
       events: [],
+      eventBytes: 0,
       nextEventPosition: 1
     })
   }
@@ -93,9 +99,23 @@ export class MemorySessionStore implements SessionStore {
     slot.record.subscriptions = subscriptions
   }
 
-  async setStreamNode (id: string, node: string): Promise<void> {
-    const slot = this.#live(id)
-    if (slot !== undefined) slot.record.streamNode = node
+  async claimStream (id: string, node: string, action: StreamClaim, leaseMs: number): Promise<{ ok: boolean, previous?: string }> {
+    const record = this.#live(id)?.record
+    if (record === undefined) return { ok: false }
+    const now = Date.now()
+    const previous = record.streamNode
+    const held = previous !== undefined && previous !== node && (record.streamUntil ?? 0) > now
+    if ((action === 'open' && held) || (action === 'renew' && previous !== node)) return { ok: false, previous }
+    if (action === 'release') {
+      if (previous === node) {
+        delete record.streamNode
+        delete record.streamUntil
+      }
+    } else {
+      record.streamNode = node
+      record.streamUntil = now + leaseMs
+    }
+    return previous === undefined ? { ok: true } : { ok: true, previous }
   }
 
   async append<T> (scope: string, spec: LogSpec, entries: readonly T[], count?: CounterUpdate, op?: string): Promise<Array<LogEntry<T>> | undefined> {
@@ -159,10 +179,20 @@ export class MemorySessionStore implements SessionStore {
     if (slot === undefined) return undefined
     const position = slot.nextEventPosition++
     const eventId = `${streamId}.${position}`
-    slot.events.push({ eventId, streamId, position, message })
-    // Trimmed in batches like the logs; readers look at the newest `eventLimit` only.
-    if (slot.events.length >= 2 * this.#eventLimit) slot.events.splice(0, slot.events.length - this.#eventLimit)
+    let bytes = message === null ? 0 : JSON.stringify(message).length
+    if (bytes > this.#eventMaxBytes) bytes = 0
+    slot.events.push({ eventId, streamId, position, message: bytes === 0 ? null : message, bytes })
+    slot.eventBytes += bytes
+    // Trimmed in batches (amortised O(1) per event): readers look at the newest `eventLimit` only.
+    if (slot.events.length >= 2 * this.#eventLimit || slot.eventBytes > this.#eventLogMaxBytes) this.#trimEvents(slot)
     return eventId
+  }
+
+  #trimEvents (slot: Slot): void {
+    let drop = Math.max(0, slot.events.length - this.#eventLimit)
+    for (let i = 0; i < drop; i++) slot.eventBytes -= slot.events[i]!.bytes
+    while (drop < slot.events.length && slot.eventBytes > this.#eventLogMaxBytes * 3 / 4) slot.eventBytes -= slot.events[drop++]!.bytes
+    slot.events.splice(0, drop)
   }
 
   async eventsAfter (id: string, lastEventId: string): Promise<{ streamId: string, events: StoredEvent[] } | undefined> {
@@ -180,6 +210,15 @@ export class MemorySessionStore implements SessionStore {
     const counted = this.#hits.get(key)
     const window = rateWindow(Date.now(), counted?.start ?? 0, counted?.hits ?? 0, this.#rateWindowMs)
     this.#hits.set(key, { start: window.start, hits: window.hits })
+    return { hits: window.hits, resetMs: window.resetMs }
+  }
+
+  async hitSession (id: string, count: number): Promise<{ hits: number, resetMs: number } | undefined> {
+    const slot = this.#live(id)
+    if (slot === undefined) return undefined
+    const window = rateWindow(Date.now(), slot.rateStart, slot.rateHits, this.#rateWindowMs, count)
+    slot.rateStart = window.start
+    slot.rateHits = window.hits
     return { hits: window.hits, resetMs: window.resetMs }
   }
 

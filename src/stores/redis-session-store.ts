@@ -2,16 +2,17 @@ import type { Cluster, Redis } from 'ioredis'
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js'
 import { StorageUnavailableError } from '../errors.js'
 import {
-  DEFAULT_EVENT_LIMIT, DEFAULT_RATE_WINDOW_MS, MAX_REMEMBERED_OPS, checkStateName, streamOfEventId,
+  DEFAULT_EVENT_LIMIT, DEFAULT_EVENT_LOG_MAX_BYTES, DEFAULT_EVENT_MAX_BYTES, DEFAULT_RATE_WINDOW_MS, MAX_REMEMBERED_OPS, checkStateName, streamOfEventId,
   type CounterUpdate, type LogEntry, type LogLevel, type LogSpec, type SessionRecord, type SessionStore,
-  type SessionStoreOptions, type StoreObserver, type StoredEvent, type Touched
+  type SessionStoreOptions, type StoreObserver, type StoredEvent, type StreamClaim, type Touched
 } from './session-store.js'
 
 /**
  * Key layout. Every key of one scope (a session) carries its id as the hash tag, so they share a
  * cluster slot and each operation below is one atomic script.
  *   mcp:{id}:s   hash    the session record, with its rate-limit window (rateStart, rateHits)
- *   mcp:{id}:e   stream  SSE events (fields s = stream id, m = message), trimmed to the limit
+ *   mcp:{id}:e   stream  SSE events (fields s = stream id, m = message), trimmed to the limits
+ *                        of count and bytes (the record's eventBytes counts the messages' bytes)
  *   mcp:{id}:f   hash    the features' logs: <log>.<seq> = entry JSON, <log>:n = last number
  *                        given, <log>:lo = oldest number kept; what keyed operations did:
  *                        #op=<key> = outcome, #op.<n> = the n-th key, #op:n = keys seen
@@ -98,6 +99,25 @@ return 1`
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])`
   },
+  /** KEYS s; ARGV node action(open|resume|renew|release) now leaseMs. See SessionStore.claimStream; returns {ok, previous or ''}. */
+  mcpClaimStream: {
+    keys: 1,
+    lua: `
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local node = ARGV[1]
+local action = ARGV[2]
+local now = tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'streamNode', 'streamUntil')
+local previous = state[1] or ''
+local held = previous ~= '' and previous ~= node and tonumber(state[2] or '0') > now
+if (action == 'open' and held) or (action == 'renew' and previous ~= node) then return {0, previous} end
+if action == 'release' then
+  if previous == node then redis.call('HDEL', KEYS[1], 'streamNode', 'streamUntil') end
+else
+  redis.call('HSET', KEYS[1], 'streamNode', node, 'streamUntil', now + tonumber(ARGV[4]))
+end
+return {1, previous}`
+  },
   /** KEYS s; ARGV uri subscribed(0|1). */
   mcpSubscribe: {
     keys: 1,
@@ -179,17 +199,51 @@ local cleared = math.max(0, n - lo + 1)
 remember(cleared)
 return cleared`
   },
-  /** KEYS s e; ARGV limit ttlMs (streamId message)... Returns the stream entry ids, in order. */
+  /**
+   * KEYS s e; ARGV limit ttlMs maxBytes (streamId message)... Appends the events, then drops the
+   * oldest while more than `limit` are kept or their messages hold more than `maxBytes` (counted in
+   * the record's eventBytes). Returns the stream entry ids, in order.
+   */
   mcpAppendEvents: {
     keys: 2,
     lua: `
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local limit = tonumber(ARGV[1])
+local maxBytes = tonumber(ARGV[3])
+local bytes = tonumber(redis.call('HGET', KEYS[1], 'eventBytes') or '0')
 local ids = {}
-for i = 3, #ARGV, 2 do
-  ids[#ids + 1] = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 's', ARGV[i], 'm', ARGV[i + 1])
+for i = 4, #ARGV, 2 do
+  ids[#ids + 1] = redis.call('XADD', KEYS[2], '*', 's', ARGV[i], 'm', ARGV[i + 1])
+  bytes = bytes + #ARGV[i + 1]
 end
+local length = redis.call('XLEN', KEYS[2])
+while length > limit or bytes > maxBytes do
+  local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 16)
+  if #oldest == 0 then bytes = 0; break end
+  for _, entry in ipairs(oldest) do
+    if length <= limit and bytes <= maxBytes then break end
+    redis.call('XDEL', KEYS[2], entry[1])
+    bytes = bytes - #entry[2][4]
+    length = length - 1
+  end
+end
+redis.call('HSET', KEYS[1], 'eventBytes', bytes)
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return ids`
+  },
+  /** KEYS s; ARGV now windowMs count. Adds to a live session's rate-limit window: returns the hits and milliseconds left. */
+  mcpHitSession: {
+    keys: 1,
+    lua: `
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local state = redis.call('HMGET', KEYS[1], 'rateStart', 'rateHits')
+local start = tonumber(state[1] or '0')
+local hits = tonumber(state[2] or '0') + tonumber(ARGV[3])
+if now - start >= window then start = now; hits = tonumber(ARGV[3]) end
+redis.call('HSET', KEYS[1], 'rateStart', start, 'rateHits', hits)
+return {hits, start + window - now}`
   },
   /** KEYS hits; ARGV windowMs. A fixed window: returns the hits and milliseconds left. */
   mcpHit: {
@@ -206,7 +260,8 @@ return {hits, ttl}`
 type ScriptName = keyof typeof SCRIPTS
 type Client = (Redis | Cluster) & Record<ScriptName, (...args: Array<string | number>) => Promise<unknown>>
 
-const STREAM_ENTRY_ID = /^\d+-\d+$/
+/** A Redis stream entry id, with parts small enough for Redis to parse (a longer one is no id of ours). */
+const STREAM_ENTRY_ID = /^\d{1,19}-\d{1,19}$/
 
 interface PendingEvent {
   streamId: string
@@ -228,6 +283,7 @@ function toRecord (fields: string[]): SessionRecord {
   }
   if (hash.logLevel !== undefined) record.logLevel = hash.logLevel as LogLevel
   if (hash.streamNode !== undefined) record.streamNode = hash.streamNode
+  if (hash.streamUntil !== undefined) record.streamUntil = Number(hash.streamUntil)
   return record
 }
 
@@ -241,6 +297,8 @@ export class RedisSessionStore implements SessionStore {
   readonly #redis: Client
   readonly #ttlMs: number
   readonly #eventLimit: number
+  readonly #eventLogMaxBytes: number
+  readonly #eventMaxBytes: number
   readonly #rateWindowMs: number
   readonly #indexEveryMs: number
   readonly #observer?: StoreObserver
@@ -254,6 +312,8 @@ export class RedisSessionStore implements SessionStore {
     this.#redis = redis as Client
     this.#ttlMs = options.ttlSeconds * 1000
     this.#eventLimit = options.eventLimit ?? DEFAULT_EVENT_LIMIT
+    this.#eventLogMaxBytes = options.eventLogMaxBytes ?? DEFAULT_EVENT_LOG_MAX_BYTES
+    this.#eventMaxBytes = options.eventMaxBytes ?? DEFAULT_EVENT_MAX_BYTES
     this.#rateWindowMs = options.rateWindowMs ?? DEFAULT_RATE_WINDOW_MS
     this.#indexEveryMs = Math.min(this.#ttlMs / 10, MAX_INDEX_LAG_MS)
     this.#observer = options.observer
@@ -326,8 +386,10 @@ export class RedisSessionStore implements SessionStore {
     await this.#run('setSubscription', () => this.#redis.mcpSubscribe(keys(id)[0], uri, subscribed ? '1' : '0'))
   }
 
-  async setStreamNode (id: string, node: string): Promise<void> {
-    await this.#run('setStreamNode', () => this.#redis.mcpSetField(keys(id)[0], 'streamNode', node))
+  async claimStream (id: string, node: string, action: StreamClaim, leaseMs: number): Promise<{ ok: boolean, previous?: string }> {
+    const reply = await this.#run('claimStream', () => this.#redis.mcpClaimStream(keys(id)[0], node, action, Date.now(), leaseMs)) as [number, string] | null
+    if (reply === null) return { ok: false }
+    return reply[1] === '' ? { ok: reply[0] === 1 } : { ok: reply[0] === 1, previous: reply[1] }
   }
 
   async append<T> (scope: string, log: LogSpec, entries: readonly T[], count?: CounterUpdate, op = ''): Promise<Array<LogEntry<T>> | undefined> {
@@ -389,9 +451,13 @@ export class RedisSessionStore implements SessionStore {
     this.#eventBatches.delete(id)
     const [s, e] = keys(id)
     const args: string[] = []
-    for (const { streamId, message } of batch) args.push(streamId, message === null ? '' : JSON.stringify(message))
+    for (const { streamId, message } of batch) {
+      // An event too large to keep is a gap: its id, and no message to replay.
+      const json = message === null ? '' : JSON.stringify(message)
+      args.push(streamId, json.length > this.#eventMaxBytes ? '' : json)
+    }
     try {
-      const entryIds = await this.#run('appendEvent', () => this.#redis.mcpAppendEvents(s, e, this.#eventLimit, this.#ttlMs, ...args)) as string[] | null
+      const entryIds = await this.#run('appendEvent', () => this.#redis.mcpAppendEvents(s, e, this.#eventLimit, this.#ttlMs, this.#eventLogMaxBytes, ...args)) as string[] | null
       batch.forEach((event, i) => event.done(entryIds === null ? undefined : `${event.streamId}.${entryIds[i]}`))
     } catch (error) {
       for (const event of batch) event.done(undefined, error)
@@ -414,6 +480,11 @@ export class RedisSessionStore implements SessionStore {
   async hit (key: string): Promise<{ hits: number, resetMs: number }> {
     const [hits, resetMs] = await this.#run('hit', () => this.#redis.mcpHit(`mcp:hits:${key}`, this.#rateWindowMs)) as [number, number]
     return { hits, resetMs }
+  }
+
+  async hitSession (id: string, count: number): Promise<{ hits: number, resetMs: number } | undefined> {
+    const reply = await this.#run('hitSession', () => this.#redis.mcpHitSession(keys(id)[0], Date.now(), this.#rateWindowMs, count)) as [number, number] | null
+    return reply === null ? undefined : { hits: reply[0], resetMs: reply[1] }
   }
 
   async count (): Promise<number> {

@@ -25,7 +25,11 @@ export interface SessionRecord {
   requestCount: number
   /** The bus address of the node holding the session's GET stream, once one was opened. */
   streamNode?: string
+  /** Until when (ms since the epoch) that node's lease runs, unless it renews it. */
+  streamUntil?: number
 }
+
+export type StreamClaim = 'open' | 'resume' | 'renew' | 'release'
 
 /** A touched session, with the requests it made in the current rate-limit window. */
 export interface Touched {
@@ -114,8 +118,15 @@ export interface SessionStore extends ScopeStore {
   delete (id: string): Promise<boolean>
   setLogLevel (id: string, level: LogLevel): Promise<void>
   setSubscription (id: string, uri: string, subscribed: boolean): Promise<void>
-  /** Records which node holds the session's GET stream. */
-  setStreamNode (id: string, node: string): Promise<void>
+  /**
+   * The lease of the session's GET stream, held by one node at a time across all nodes:
+   * - open: takes it unless another node holds a lease that has not run out;
+   * - resume: takes it whoever holds it (a client resuming its stream replaces the old one);
+   * - renew: extends it while `node` still holds it;
+   * - release: gives it up if `node` holds it.
+   * Returns whether it succeeded and the node that held it before (if any); false when the session is gone.
+   */
+  claimStream (id: string, node: string, action: StreamClaim, leaseMs: number): Promise<{ ok: boolean, previous?: string }>
   /**
    * Appends an SSE event to the session's bounded event log and returns its id; undefined when the
    * session is gone.
@@ -128,6 +139,8 @@ export interface SessionStore extends ScopeStore {
   eventsAfter (id: string, lastEventId: string): Promise<{ streamId: string, events: StoredEvent[] } | undefined>
   /** Counts a request against `key` (a client address, say) in the current rate-limit window. */
   hit (key: string): Promise<{ hits: number, resetMs: number }>
+  /** Counts `count` more requests in a session's rate-limit window (the rest of a batch); undefined when gone. */
+  hitSession (id: string, count: number): Promise<{ hits: number, resetMs: number } | undefined>
   /** Live sessions in the whole store. */
   count (): Promise<number>
   /** Resolves when the store answers; rejects with StorageUnavailableError otherwise. */
@@ -145,12 +158,18 @@ export interface SessionStoreOptions {
   ttlSeconds: number
   /** SSE events kept per session for resumption; the oldest are dropped. */
   eventLimit?: number
+  /** Bytes of SSE events kept per session (their JSON); the oldest are dropped past it. */
+  eventLogMaxBytes?: number
+  /** An event larger than this is kept as a gap (its id, no message): delivered live, never replayed. */
+  eventMaxBytes?: number
   /** The rate-limit window that `touch` and `hit` count requests in. */
   rateWindowMs?: number
   observer?: StoreObserver
 }
 
 export const DEFAULT_EVENT_LIMIT = 1000
+export const DEFAULT_EVENT_LOG_MAX_BYTES = 1_048_576
+export const DEFAULT_EVENT_MAX_BYTES = 262_144
 /** Operation keys a scope remembers, newest first: a retry comes within seconds of the first try. */
 export const MAX_REMEMBERED_OPS = 64
 export const DEFAULT_RATE_WINDOW_MS = 60_000
@@ -163,8 +182,8 @@ export function checkStateName (name: string): string {
   return name
 }
 
-/** A fixed rate-limit window: counts restart when `windowMs` has passed since the window began. */
-export function rateWindow (now: number, start: number, hits: number, windowMs: number): { start: number, hits: number, resetMs: number } {
-  if (now - start >= windowMs) return { start: now, hits: 1, resetMs: windowMs }
-  return { start, hits: hits + 1, resetMs: start + windowMs - now }
+/** A fixed rate-limit window counting `count` more requests: counts restart when `windowMs` has passed since the window began. */
+export function rateWindow (now: number, start: number, hits: number, windowMs: number, count = 1): { start: number, hits: number, resetMs: number } {
+  if (now - start >= windowMs) return { start: now, hits: count, resetMs: windowMs }
+  return { start, hits: hits + count, resetMs: start + windowMs - now }
 }

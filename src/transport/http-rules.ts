@@ -5,6 +5,8 @@ import { InvalidRequestError, NotAcceptableError, UnsupportedProtocolVersionErro
 export const MAX_BATCH_MESSAGES = 100
 /** Deepest nesting of arrays and objects accepted in a message; MCP messages need a handful of levels. */
 export const MAX_NESTING = 64
+/** Longest string request id accepted: ids are echoed in answers and key a request's writes. */
+export const MAX_REQUEST_ID_LENGTH = 256
 
 /** Whether a parsed value nests arrays or objects deeper than `limit`; recursion stops at `limit`. */
 export function nestedDeeperThan (value: unknown, limit: number): boolean {
@@ -55,7 +57,7 @@ export function checkProtocolVersion (header: string | string[] | undefined): vo
   if (!SUPPORTED_PROTOCOL_VERSIONS.includes(version)) throw new UnsupportedProtocolVersionError(version, SUPPORTED_PROTOCOL_VERSIONS)
 }
 
-const isId = (id: unknown) => typeof id === 'string' || Number.isSafeInteger(id)
+const isId = (id: unknown) => (typeof id === 'string' && id.length <= MAX_REQUEST_ID_LENGTH) || Number.isSafeInteger(id)
 const isObject = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && !Array.isArray(value)
 
@@ -83,7 +85,12 @@ export function readMessages (body: unknown): { messages: JSONRPCMessage[], batc
   if (messages.length === 0) throw new InvalidRequestError('an empty batch')
   if (messages.length > MAX_BATCH_MESSAGES) throw new InvalidRequestError(`a batch holds at most ${MAX_BATCH_MESSAGES} messages`)
   for (const message of messages) {
-    if (!isJsonRpcMessage(message)) throw new InvalidRequestError('expected a JSON-RPC 2.0 request, notification or response')
+    if (!isJsonRpcMessage(message)) {
+      const id = (message as { id?: unknown } | null)?.id
+      throw new InvalidRequestError(typeof id === 'string' && id.length > MAX_REQUEST_ID_LENGTH
+        ? `a request id is at most ${MAX_REQUEST_ID_LENGTH} characters`
+        : 'expected a JSON-RPC 2.0 request, notification or response')
+    }
     if (nestedDeeperThan(message, MAX_NESTING)) throw new InvalidRequestError(`a message nests deeper than ${MAX_NESTING} levels`)
   }
   return { messages: messages as JSONRPCMessage[], batch }

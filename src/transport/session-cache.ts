@@ -14,9 +14,14 @@ export interface LiveSession {
   transport: SessionTransport
 }
 
+/** What a live session costs on a node besides its record (measured: about 3 KiB of heap). */
+const SESSION_BYTES = 4096
+
 export interface SessionCacheOptions {
   /** Live sessions kept on this node. */
   max: number
+  /** Bytes of session records live on this node (as JSON, plus a fixed cost per session). */
+  maxBytes: number
   /** Idle time after which a live session is dropped from this node (never from the store). */
   idleMs: number
   onCreated? (): void
@@ -38,6 +43,8 @@ export class SessionCache {
   readonly #live: LRUCache<string, LiveSession>
   /** Sessions dropped from the cache that still answer requests. */
   readonly #retiring = new Map<string, LiveSession>()
+  /** Sessions evicted while holding a stream, kept while it is open (at most MAX_STREAMS of them). */
+  readonly #pinned = new Map<string, LiveSession>()
   readonly #sweeper: NodeJS.Timeout
   #closing = false
 
@@ -49,6 +56,8 @@ export class SessionCache {
     this.#options = options
     this.#live = new LRUCache<string, LiveSession>({
       max: options.max,
+      maxSize: options.maxBytes,
+      sizeCalculation: live => SESSION_BYTES + JSON.stringify(live.server.record.initializeParams).length,
       ttl: options.idleMs,
       updateAgeOnGet: true,
       // A session dropped here may still be answering requests (a tool may be waiting for the
@@ -56,18 +65,20 @@ export class SessionCache {
       // found again rather than rebuilt, so that answer reaches it.
       dispose: (live, id, reason) => {
         if (reason === 'set' && this.#live.peek(id) === live) return
-        this.#retiring.set(id, live)
-        live.transport.retire(() => {
-          if (this.#retiring.get(id) === live) this.#retiring.delete(id)
-          live.transport.close().catch(() => {})
-        })
+        // A session with an open stream is not pushed out by others (it stays, outside the count,
+        // until its streams close): a flood of new sessions cannot end a bystander's stream.
+        if (reason === 'evict' && live.transport.streaming) {
+          this.#pinned.set(id, live)
+          return
+        }
+        this.#retire(id, live)
       }
     })
-    this.#sweeper = setInterval(() => this.#live.purgeStale(), Math.min(options.idleMs, 60_000))
+    this.#sweeper = setInterval(() => this.#sweep(), Math.min(options.idleMs, 60_000))
     this.#sweeper.unref()
   }
 
-  get size (): number { return this.#live.size }
+  get size (): number { return this.#live.size + this.#pinned.size }
 
   /** True once shutdown began: new GET streams would hold it up. */
   get closing (): boolean { return this.#closing }
@@ -93,7 +104,8 @@ export class SessionCache {
       createdAt: now,
       lastActivityAt: now,
       protocolVersion: result.protocolVersion,
-      initializeParams: { protocolVersion, capabilities, clientInfo },
+      // Only what rebuilding the session needs, each part bounded by initializeResult.
+      initializeParams: { protocolVersion, capabilities, clientInfo: { name: clientInfo.name, version: clientInfo.version } },
       subscriptions: [],
       requestCount: 1
     }
@@ -134,7 +146,7 @@ export class SessionCache {
   }
 
   #find (record: SessionRecord): LiveSession {
-    const live = this.#live.get(record.id) ?? this.#revive(record.id)
+    const live = this.#live.get(record.id) ?? this.#unpin(record.id) ?? this.#revive(record.id)
     if (live !== undefined) {
       live.server.record = record
       return live
@@ -143,6 +155,34 @@ export class SessionCache {
     this.#live.set(record.id, rebuilt)
     this.#options.onRebuilt?.()
     return rebuilt
+  }
+
+  /** A pinned session, back in the cache. */
+  #unpin (id: string): LiveSession | undefined {
+    const live = this.#pinned.get(id)
+    if (live === undefined) return undefined
+    this.#pinned.delete(id)
+    this.#live.set(id, live)
+    return live
+  }
+
+  /** Drops idle sessions, and pinned ones whose streams have closed. */
+  #sweep (): void {
+    this.#live.purgeStale()
+    for (const [id, live] of this.#pinned) {
+      if (live.transport.streaming) continue
+      this.#pinned.delete(id)
+      this.#retire(id, live)
+    }
+  }
+
+  /** Closes a session on this node once the requests it is answering are done. */
+  #retire (id: string, live: LiveSession): void {
+    this.#retiring.set(id, live)
+    live.transport.retire(() => {
+      if (this.#retiring.get(id) === live) this.#retiring.delete(id)
+      live.transport.close().catch(() => {})
+    })
   }
 
   /** A session that was dropped but has not closed yet, back in the cache. */
@@ -161,6 +201,11 @@ export class SessionCache {
   async delete (id: string): Promise<boolean> {
     const existed = await this.#services.store.delete(id)
     this.#live.delete(id)
+    const pinned = this.#pinned.get(id)
+    if (pinned !== undefined) {
+      this.#pinned.delete(id)
+      this.#retire(id, pinned)
+    }
     if (existed) this.#options.onDeleted?.()
     return existed
   }
@@ -169,11 +214,13 @@ export class SessionCache {
   close (): void {
     clearInterval(this.#sweeper)
     this.#live.clear()
+    for (const [id, live] of this.#pinned) this.#retire(id, live)
+    this.#pinned.clear()
   }
 
   /** A message from another node reaches the session if it is live here; otherwise nobody here waits for it. */
   #deliver (message: BusMessage): void {
-    const live = this.#live.peek(message.sessionId) ?? this.#retiring.get(message.sessionId)
+    const live = this.#live.peek(message.sessionId) ?? this.#pinned.get(message.sessionId) ?? this.#retiring.get(message.sessionId)
     if (live === undefined) return
     this.#transportServices.observer?.busMessage?.('received', message.kind)
     live.transport.receive(message)
@@ -182,7 +229,7 @@ export class SessionCache {
   /** Shutdown begins: ends every GET stream on this node, telling clients to reconnect (to another node) shortly. */
   endStreams (): void {
     this.#closing = true
-    for (const live of this.#live.values()) live.transport.endStandaloneStream()
+    for (const live of [...this.#live.values(), ...this.#pinned.values()]) live.transport.endStandaloneStream()
   }
 
   #connect (record: SessionRecord): LiveSession {

@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http'
 import type { Transport, TransportSendOptions } from '@modelcontextprotocol/sdk/shared/transport.js'
 import { type JSONRPCMessage, type JSONRPCRequest, type MessageExtraInfo, type RequestId } from '@modelcontextprotocol/sdk/types.js'
-import { ConflictError, InvalidRequestError, type McpHttpError } from '../errors.js'
+import { ConflictError, InvalidRequestError, RpcCode, TooManyStreamsError, type McpHttpError } from '../errors.js'
 import type { IdSequence } from '../mcp/protocol.js'
 import { type SessionRecord, type SessionStore, type StoredEvent, streamOfEventId } from '../stores/session-store.js'
 import { type BusMessage, type MessageBus, addressOf } from './bus.js'
@@ -26,6 +26,25 @@ export interface ExchangeSink {
   stream (): ServerResponse | undefined
 }
 
+/** Resumed POST streams one session may hold open on a node at once. */
+const MAX_RESUMED_STREAMS = 8
+
+/** The GET streams a node may hold open at once, shared by its sessions. */
+export class StreamBudget {
+  readonly max: number
+  #open = 0
+  constructor (max: number) { this.max = max }
+  get open (): number { return this.#open }
+  /** Takes a place; false when none is left. */
+  take (): boolean {
+    if (this.#open >= this.max) return false
+    this.#open++
+    return true
+  }
+
+  give (): void { this.#open-- }
+}
+
 /** What a transport reports, for metrics; every callback is optional. */
 export interface TransportObserver {
   streamOpened? (): void
@@ -44,6 +63,10 @@ export interface TransportServices {
   /** Reconnection delay sent with priming events and when the server ends a stream. */
   retryMs: number
   keepAliveMs: number
+  /** GET streams this node may hold open at once. */
+  streams: StreamBudget
+  /** Bytes of answers to one JSON-RPC batch; answers past it become errors. */
+  batchAnswerMaxBytes: number
   observer?: TransportObserver
   onError (error: unknown, message: string): void
 }
@@ -183,6 +206,12 @@ export class SessionTransport implements Transport {
     onRetired()
   }
 
+  /** Whether this node holds an open GET stream of the session. */
+  get streaming (): boolean {
+    for (const stream of this.#streams.values()) if (stream.open) return true
+    return false
+  }
+
   /** Ends the session's GET stream here with a reconnection delay; the client resumes it on any node. */
   endStandaloneStream (): void {
     this.#streams.get(STANDALONE_STREAM)?.end(this.#services.retryMs)
@@ -219,26 +248,44 @@ export class SessionTransport implements Transport {
 
   /**
    * Serves a GET: the session's stream for server-initiated messages, or, with `lastEventId`, the
-   * resumption of the stream that event belongs to, replaying exactly the events after it.
-   * @throws {ConflictError} when this node already holds the session's GET stream.
+   * resumption of the stream that event belongs to, replaying exactly the events after it. One
+   * GET stream per session across all nodes: a resumption replaces the stream it resumes, wherever
+   * it is; any other second GET stream is refused.
+   * @throws {ConflictError} when another GET stream of the session is open (on any node).
+   * @throws {TooManyStreamsError} when this node holds MAX_STREAMS streams.
    * @throws {StorageUnavailableError} when the GET stream cannot be claimed in the store.
    */
   async serveGet (open: () => ServerResponse, lastEventId?: string): Promise<void> {
     const resumed = lastEventId === undefined ? undefined : streamOfEventId(lastEventId)
     const streamId = resumed ?? STANDALONE_STREAM
+    const standalone = streamId === STANDALONE_STREAM
     const conflict = () => {
-      if (this.#streams.get(streamId)?.open === true) throw new ConflictError('this stream is already open for this session')
+      if (resumed === undefined && this.#streams.get(streamId)?.open === true) throw new ConflictError('this session\'s stream is already open')
     }
     conflict()
-    if (streamId === STANDALONE_STREAM) await this.#claimStandaloneStream()
-    else await this.#claimPostStream(streamId)
-    // Another GET may have opened the stream while the claim was under way.
-    conflict()
+    if (!standalone && this.#streams.size > MAX_RESUMED_STREAMS) throw new ConflictError(`at most ${MAX_RESUMED_STREAMS} resumed streams per session`)
+    const { streams, keepAliveMs, retryMs } = this.#services
+    if (!streams.take()) throw new TooManyStreamsError()
+    let stream: SseStream
+    try {
+      if (standalone) await this.#claimStandaloneStream(resumed !== undefined)
+      else await this.#claimPostStream(streamId)
+      // Another GET may have opened the stream while the claim was under way.
+      conflict()
+      // A resumption replaces the stream it resumes.
+      this.#streams.get(streamId)?.end(retryMs)
+      stream = new SseStream(open(), streamId, keepAliveMs, standalone ? () => this.#renewStandaloneStream(stream) : undefined)
+    } catch (error) {
+      streams.give()
+      throw error
+    }
     // Registered before the replay is read, holding live events back: an event stored meanwhile
     // arrives live and may be in the replay too; the stream writes each id once.
-    const stream = new SseStream(open(), streamId, this.#services.keepAliveMs)
     stream.hold()
-    this.#register(stream)
+    this.#register(stream, () => {
+      streams.give()
+      if (standalone) this.#services.store.claimStream(this.sessionId, this.#services.bus.address, 'release', 0).catch(() => {})
+    })
     let events: StoredEvent[] = []
     try {
       events = resumed === undefined ? [] : (await this.#services.store.eventsAfter(this.sessionId, lastEventId!))?.events ?? []
@@ -285,14 +332,28 @@ export class SessionTransport implements Transport {
     await this.#publish(owner, { kind: 'claim', sessionId: this.sessionId, streamId, node: address }).catch(error => this.#services.onError(error, 'could not claim a resumed stream'))
   }
 
-  /** Records this node as the holder of the GET stream, and tells the previous holder to end its own. */
-  async #claimStandaloneStream (): Promise<void> {
+  /** How long a node holds a GET stream's lease without renewing it (at every keepalive). */
+  get #leaseMs (): number { return 3 * this.#services.keepAliveMs }
+
+  /**
+   * Takes the lease of the session's GET stream for this node (`resume`: whoever holds it), and
+   * tells the previous holder to end its stream.
+   * @throws {ConflictError} when another node holds a live lease and this is no resumption.
+   */
+  async #claimStandaloneStream (resume: boolean): Promise<void> {
     const { bus, store } = this.#services
-    const previous = this.#record().streamNode
-    await store.setStreamNode(this.sessionId, bus.address)
+    const { ok, previous } = await store.claimStream(this.sessionId, bus.address, resume ? 'resume' : 'open', this.#leaseMs)
+    if (!ok) throw new ConflictError('this session\'s stream is open on another node; resume it with Last-Event-ID to move it here')
     if (previous !== undefined && previous !== bus.address) {
       this.#publish(previous, { kind: 'claim', sessionId: this.sessionId, streamId: STANDALONE_STREAM, node: bus.address }).catch(() => {})
     }
+  }
+
+  /** Keeps the lease while the stream lives; a stream whose lease went to another node ends. */
+  #renewStandaloneStream (stream: SseStream): void {
+    this.#services.store.claimStream(this.sessionId, this.#services.bus.address, 'renew', this.#leaseMs).then(({ ok }) => {
+      if (!ok) stream.end(this.#services.retryMs)
+    }, () => {})
   }
 
   /** A client's answer goes to the node that asked, named by the request id. */
@@ -354,7 +415,17 @@ export class SessionTransport implements Transport {
       return
     }
     if (exchange.responses.length === 0) exchange.sink.json(undefined)
-    else exchange.sink.json(exchange.batch ? exchange.responses : exchange.responses[0])
+    else exchange.sink.json(exchange.batch ? this.#bounded(exchange.responses) : exchange.responses[0])
+  }
+
+  /** The answers to a batch, each one past BATCH_ANSWER_MAX_BYTES in all replaced by an error. */
+  #bounded (responses: JSONRPCMessage[]): JSONRPCMessage[] {
+    let budget = this.#services.batchAnswerMaxBytes
+    return responses.map(response => {
+      budget -= JSON.stringify(response).length
+      if (budget >= 0 || !('id' in response)) return response
+      return { jsonrpc: '2.0', id: response.id, error: { code: RpcCode.InternalError, message: `The answers to this batch exceed ${this.#services.batchAnswerMaxBytes} bytes; send this request alone` } } as JSONRPCMessage
+    })
   }
 
   /**
@@ -382,13 +453,14 @@ export class SessionTransport implements Transport {
     return this.#chain
   }
 
-  #register (stream: SseStream): void {
+  #register (stream: SseStream, onClose?: () => void): void {
     const { observer } = this.#services
     this.#streams.set(stream.streamId, stream)
     observer?.streamOpened?.()
     stream.onClose = () => {
       observer?.streamClosed?.()
       if (this.#streams.get(stream.streamId) === stream) this.#streams.delete(stream.streamId)
+      onClose?.()
     }
   }
 

@@ -29,12 +29,16 @@ export class SseStream {
   #pending = ''
   onClose?: () => void
 
-  constructor (res: ServerResponse, streamId: string, keepAliveMs = 0) {
+  /** With `keepAliveMs`, a comment every so often keeps proxies from closing the stream, and `onKeepAlive` runs with it. */
+  constructor (res: ServerResponse, streamId: string, keepAliveMs = 0, onKeepAlive?: () => void) {
     this.#res = res
     this.streamId = streamId
     res.on('close', () => this.#closed())
     if (keepAliveMs > 0) {
-      this.#keepAlive = setInterval(() => this.#write(': keepalive\n\n'), keepAliveMs)
+      this.#keepAlive = setInterval(() => {
+        this.#write(': keepalive\n\n')
+        onKeepAlive?.()
+      }, keepAliveMs)
       this.#keepAlive.unref()
     }
   }

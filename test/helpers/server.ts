@@ -35,10 +35,15 @@ export interface TestClient {
   waitFor (method: string, match?: (n: ServerNotification) => boolean, timeoutMs?: number): Promise<ServerNotification>
 }
 
-/** An official SDK client connected to the server over real HTTP. */
-export async function connect (url: URL, capabilities: ClientCapabilities = {}, name = 'test-client'): Promise<TestClient> {
+/**
+ * An official SDK client connected to the server over real HTTP. With `getStream: false` it opens
+ * no GET stream (the server's answer to its GET is taken as 405, as from a server without one).
+ */
+export async function connect (url: URL, capabilities: ClientCapabilities = {}, name = 'test-client', options: { getStream?: boolean } = {}): Promise<TestClient> {
   const client = new Client({ name, version: '1.0.0' }, { capabilities })
-  const transport = new StreamableHTTPClientTransport(url)
+  const transport = new StreamableHTTPClientTransport(url, options.getStream === false
+    ? { fetch: async (input, init) => init?.method === 'GET' ? new Response(null, { status: 405 }) : await fetch(input, init) }
+    : undefined)
   const notifications: ServerNotification[] = []
   const waiters = new Set<(n: ServerNotification) => void>()
   client.fallbackNotificationHandler = async notification => {
