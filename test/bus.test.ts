@@ -5,10 +5,11 @@ import { type BusMessage, LocalBus, addressOf } from '../src/transport/bus.js'
 import { RedisBus } from '../src/transport/redis-bus.js'
 import { eventually } from './helpers/fakes.js'
 import { startRedis } from './helpers/processes.js'
+import { needs } from './helpers/needs.js'
 
 const claim = (from: string, sessionId: string): BusMessage => ({ kind: 'claim', sessionId, streamId: 'get', node: from })
 
-test('RedisBus on a real redis-server', async t => {
+test('RedisBus on a real redis-server', { skip: needs('redis-server') }, async t => {
   const redis = await startRedis()
   const clients: Redis[] = []
   t.teardown(async () => {

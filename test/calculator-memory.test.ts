@@ -1,6 +1,7 @@
 import { test } from 'tap'
 import { startRedis } from './helpers/processes.js'
 import { connect, startServer } from './helpers/server.js'
+import { needs } from './helpers/needs.js'
 
 type Recalled = { value: number | null, storedAt: string | null }
 
@@ -24,7 +25,7 @@ test('memory_store and memory_recall keep one number per session', async t => {
   t.equal(((await first.client.callTool({ name: 'memory_recall', arguments: {} })).structuredContent as Recalled).value, 7.5, 'and changes nothing')
 })
 
-test('in Redis mode any node recalls what another stored', async t => {
+test('in Redis mode any node recalls what another stored', { skip: needs('redis-server') }, async t => {
   const redis = await startRedis()
   const env = { USE_REDIS: 'true', REDIS_URL: redis.url }
   const a = await startServer(env)

@@ -5,9 +5,10 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { CallToolResultSchema } from '@modelcontextprotocol/sdk/types.js'
 import { startNode } from './helpers/nodes.js'
-import { NEEDS_NODE22, node22Env } from './helpers/node22.js'
+import { node22Env } from './helpers/node22.js'
 import { HEADERS, openStream, post } from './helpers/raw-client.js'
 import { startServer } from './helpers/server.js'
+import { needs } from './helpers/needs.js'
 
 const run = promisify(execFile)
 type Structured = Record<string, any>
@@ -112,7 +113,7 @@ test('a 2026-07-28 client gets the answer that makes it fall back to initialize'
   t.equal(fallback.status, 200, 'the fallback initialize works')
 })
 
-test('the MCP Inspector CLI lists and calls tools, reads resources and gets prompts', { skip: NEEDS_NODE22 }, async t => {
+test('the MCP Inspector CLI lists and calls tools, reads resources and gets prompts', { skip: needs('node22') }, async t => {
   const node = await startNode('inspector', {})
   t.teardown(() => node.kill())
   const inspector = async (...args: string[]) => {

@@ -4,7 +4,8 @@ import { promisify } from 'node:util'
 import { test, type Test } from 'tap'
 import { startRedis } from './helpers/processes.js'
 import { ROOT, startNode, startTopology } from './helpers/nodes.js'
-import { NEEDS_NODE22, node22 } from './helpers/node22.js'
+import { node22 } from './helpers/node22.js'
+import { needs } from './helpers/needs.js'
 
 const run = promisify(execFile)
 
@@ -27,7 +28,7 @@ function report (t: Test, results: Array<{ scenario: string, passed: number, fai
   t.same(failed, [], failed.length === 0 ? 'every scenario passed' : output.slice(-4000))
 }
 
-test('the official MCP conformance suite', { skip: NEEDS_NODE22 }, async t => {
+test('the official MCP conformance suite', { skip: needs('node22', 'redis-server', 'nginx') }, async t => {
   await t.test('one node, memory mode', async t => {
     const node = await startNode('conformance-memory', { CONFORMANCE_FIXTURES: 'true' })
     t.teardown(() => node.kill())

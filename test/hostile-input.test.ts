@@ -6,6 +6,7 @@ import { startRedis } from './helpers/processes.js'
 import { rawRequest, type RawResponse } from './helpers/raw-http.js'
 import { startServer, type TestServer } from './helpers/server.js'
 import { callTool, initialize, request } from './helpers/raw-client.js'
+import { needs } from './helpers/needs.js'
 
 setFlagsFromString('--expose-gc')
 const gc = runInNewContext('gc') as () => void
@@ -178,7 +179,7 @@ async function hostileRun (t: Test, env: Record<string, string>) {
 
 test('hostile input in memory mode', async t => hostileRun(t, {}))
 
-test('hostile input in Redis mode', async t => {
+test('hostile input in Redis mode', { skip: needs('redis-server') }, async t => {
   const redis = await startRedis()
   t.teardown(() => redis.stop())
   await hostileRun(t, { USE_REDIS: 'true', REDIS_URL: redis.url })

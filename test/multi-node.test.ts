@@ -9,10 +9,11 @@ import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js'
 import { startRedis, waitUntil } from './helpers/processes.js'
 import { recordingServedBy, startTopology, type ServerNode } from './helpers/nodes.js'
 import { callTool, initialize, openStream, post, request, type SseEvent } from './helpers/raw-client.js'
+import { needs } from './helpers/needs.js'
 
 type Structured = Record<string, any>
 
-test('three nodes behind nginx round-robin share every session through Redis', async t => {
+test('three nodes behind nginx round-robin share every session through Redis', { skip: needs('redis-server', 'nginx') }, async t => {
   // Append-only persistence, so the Redis restart near the end keeps the sessions.
   const redis = await startRedis(['--appendonly', 'yes', '--appendfsync', 'always'], await mkdtemp(join(tmpdir(), 'mcp-redis-')))
   const env = { USE_REDIS: 'true', REDIS_URL: redis.url, KEEPALIVE_MS: '1000' }

@@ -5,8 +5,9 @@ import { startNode } from './helpers/nodes.js'
 import { callTool, initialize } from './helpers/raw-client.js'
 import { MCP_HEADERS, rawCall, rawSession, startServer } from './helpers/server.js'
 import { logDigest } from '../plugins/request-log.js'
+import { needs } from './helpers/needs.js'
 
-test('in Redis mode one rate limit holds across nodes', async t => {
+test('in Redis mode one rate limit holds across nodes', { skip: needs('redis-server') }, async t => {
   const redis = await startRedis()
   const env = { USE_REDIS: 'true', REDIS_URL: redis.url, RATE_LIMIT_MAX: '10', RATE_LIMIT_WINDOW_MS: '60000' }
   const a = await startNode('limit-a', env)

@@ -7,10 +7,11 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { redisCli, startRedis, waitUntil, type RedisServer } from './helpers/processes.js'
 import { startTopology } from './helpers/nodes.js'
 import { callTool, initialize, openStream, request } from './helpers/raw-client.js'
+import { needs } from './helpers/needs.js'
 
 type Structured = Record<string, any>
 
-test('three nodes on a three-master Redis Cluster', async t => {
+test('three nodes on a three-master Redis Cluster', { skip: needs('redis-server', 'redis-cli', 'nginx') }, async t => {
   const dir = await mkdtemp(join(tmpdir(), 'mcp-cluster-'))
   const masters: RedisServer[] = []
   for (let i = 0; i < 3; i++) {

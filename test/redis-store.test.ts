@@ -4,8 +4,9 @@ import { RedisSessionStore } from '../src/stores/redis-session-store.js'
 import { StorageUnavailableError } from '../src/errors.js'
 import { startRedis } from './helpers/processes.js'
 import { newRecord, storeContract } from './helpers/store-contract.js'
+import { needs } from './helpers/needs.js'
 
-test('RedisSessionStore keeps the store contract on a real redis-server', async t => {
+test('RedisSessionStore keeps the store contract on a real redis-server', { skip: needs('redis-server') }, async t => {
   const redis = await startRedis()
   const clients: Redis[] = []
   t.teardown(async () => {

@@ -7,13 +7,14 @@ import { startRedis } from './helpers/processes.js'
 import { startTopology } from './helpers/nodes.js'
 import { initialize, post } from './helpers/raw-client.js'
 import { startServer } from './helpers/server.js'
+import { needs } from './helpers/needs.js'
 
 type Structured = Record<string, any>
 
 const call = (id: number | string, name: string, args: Record<string, unknown>) =>
   ({ jsonrpc: '2.0' as const, id, method: 'tools/call', params: { name, arguments: args } })
 
-test('a request sent again with the same id writes once and gets the same answer, on any node', async t => {
+test('a request sent again with the same id writes once and gets the same answer, on any node', { skip: needs('redis-server') }, async t => {
   const redis = await startRedis()
   const env = { USE_REDIS: 'true', REDIS_URL: redis.url }
   const a = await startServer(env)
@@ -64,7 +65,7 @@ test('a storage failure during a tool answers 503 with Retry-After and writes no
   t.equal((history.messages[0].result.structuredContent as Structured).entries.length, 2, 'the retry stored the batch once, whole')
 })
 
-test('nodes killed mid-request behind nginx: every acknowledged call stored exactly once', async t => {
+test('nodes killed mid-request behind nginx: every acknowledged call stored exactly once', { skip: needs('redis-server', 'nginx') }, async t => {
   const redis = await startRedis()
   const topology = await startTopology(['kill-a', 'kill-b', 'kill-c'], { USE_REDIS: 'true', REDIS_URL: redis.url, HISTORY_LIMIT: '100000' })
   const { nodes, lb } = topology
