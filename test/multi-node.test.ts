@@ -182,6 +182,26 @@ test('three nodes behind nginx round-robin share every session through Redis', {
     await b.start()
   })
 
+  await t.test('Redis paused behind nginx: every answer is JSON, the failures 503 with Retry-After', async t => {
+    const sessionId = await initialize(lb.mcpUrl)
+    redis.process.kill('SIGSTOP')
+    let answers: Awaited<ReturnType<typeof callTool>>[]
+    try {
+      answers = await Promise.all(Array.from({ length: 12 }, (_, i) => callTool(lb.mcpUrl, sessionId, 'calculate', { a: i, b: 1, op: 'add' })))
+    } finally {
+      redis.process.kill('SIGCONT')
+    }
+    const statuses = answers.map(a => a.status)
+    t.comment(`statuses while Redis was paused: ${JSON.stringify(statuses)}`)
+    t.ok(answers.every(a => a.headers.get('content-type')?.startsWith('application/json')), 'no HTML page')
+    t.ok(statuses.includes(503), 'the pause was felt')
+    for (const answer of answers.filter(a => a.status === 503)) {
+      t.equal(answer.messages[0].error.code, -32000)
+      t.ok(Number(answer.headers.get('retry-after')) >= 1, 'Retry-After')
+    }
+    await waitUntil('the session to answer again', async () => (await callTool(lb.mcpUrl, sessionId, 'get_history', {})).status === 200, 15_000)
+  })
+
   await t.test('Redis stopped for a few seconds: 503 with Retry-After, no crash, then recovery', async t => {
     const sessionId = await initialize(a.mcpUrl)
     await callTool(a.mcpUrl, sessionId, 'calculate', { a: 2, b: 3, op: 'add' })

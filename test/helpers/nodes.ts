@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process'
-import { mkdtemp, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -72,7 +72,10 @@ export async function startNginx (ports: number[]): Promise<LoadBalancer> {
 export async function writeNginxConfig (ports: number[]): Promise<{ dir: string, port: number }> {
   const dir = await mkdtemp(join(tmpdir(), 'mcp-nginx-'))
   const port = await freePort()
-  await writeFile(join(dir, 'mcp-upstreams.conf'), ports.map(p => `server 127.0.0.1:${p} max_fails=1 fail_timeout=2s;\n`).join(''))
+  // The shipped upstream line with its parameters (max_fails ...), each local node in place of "app".
+  const shipped = await readFile(join(ROOT, 'docker/nginx/mcp-upstreams.conf'), 'utf8')
+  const params = /^\s*server\s+\S+(.*);/m.exec(shipped)?.[1] ?? ''
+  await writeFile(join(dir, 'mcp-upstreams.conf'), ports.map(p => `server 127.0.0.1:${p}${params};\n`).join(''))
   await writeFile(join(dir, 'mcp-listen.conf'), `listen 127.0.0.1:${port};\n`)
   await writeFile(join(dir, 'nginx.conf'), `
 daemon off;
