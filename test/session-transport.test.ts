@@ -248,6 +248,18 @@ test('one GET stream per session across nodes: a live lease elsewhere refuses a 
   t.equal((await store.get(sessionId))?.streamNode, undefined, 'a closed stream releases the lease')
 })
 
+test('a resumption on the same node replaces the stream and keeps the lease', async t => {
+  const { transport, bus, store, sessionId } = await setup(t)
+  const first = new FakeResponse()
+  await transport.serveGet(() => first.asServerResponse)
+  const second = new FakeResponse()
+  await transport.serveGet(() => second.asServerResponse, 'get.1')
+  t.ok(first.writableEnded, 'the resumed stream ends')
+  t.notOk(second.writableEnded, 'the resumption is open')
+  await sleep(10)
+  t.equal((await store.get(sessionId))?.streamNode, bus.address, 'this node still holds the lease')
+})
+
 test('a node holds at most MAX_STREAMS GET streams', async t => {
   const { transport } = await setup(t, { streams: new StreamBudget(1) })
   const first = new FakeResponse()

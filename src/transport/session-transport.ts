@@ -272,8 +272,6 @@ export class SessionTransport implements Transport {
       else await this.#claimPostStream(streamId)
       // Another GET may have opened the stream while the claim was under way.
       conflict()
-      // A resumption replaces the stream it resumes.
-      this.#streams.get(streamId)?.end(retryMs)
       stream = new SseStream(open(), streamId, keepAliveMs, standalone ? () => this.#renewStandaloneStream(stream) : undefined)
     } catch (error) {
       streams.give()
@@ -282,10 +280,16 @@ export class SessionTransport implements Transport {
     // Registered before the replay is read, holding live events back: an event stored meanwhile
     // arrives live and may be in the replay too; the stream writes each id once.
     stream.hold()
+    const replaced = this.#streams.get(streamId)
     this.#register(stream, () => {
       streams.give()
-      if (standalone) this.#services.store.claimStream(this.sessionId, this.#services.bus.address, 'release', 0).catch(() => {})
+      // The lease goes with the last GET stream of the session here (not with one a resumption replaced).
+      if (standalone && this.#streams.get(STANDALONE_STREAM)?.open !== true) {
+        this.#services.store.claimStream(this.sessionId, this.#services.bus.address, 'release', 0).catch(() => {})
+      }
     })
+    // A resumption replaces the stream it resumes.
+    replaced?.end(retryMs)
     let events: StoredEvent[] = []
     try {
       events = resumed === undefined ? [] : (await this.#services.store.eventsAfter(this.sessionId, lastEventId!))?.events ?? []
