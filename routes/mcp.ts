@@ -1,7 +1,9 @@
+import { Transform } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { JSONRPCRequest } from '@modelcontextprotocol/sdk/types.js'
 import {
-  ForbiddenOriginError, InvalidRequestError, MethodNotAllowedError, MissingSessionIdError, SessionNotFoundError, ShuttingDownError
+  ForbiddenOriginError, InvalidRequestError, MethodNotAllowedError, MissingSessionIdError, PayloadTooLargeError, SessionNotFoundError,
+  ShuttingDownError
 } from '../src/errors.js'
 import { originMatcher } from '../src/origins.js'
 import { checkProtocolVersion, readMessages, requireAccept } from '../src/transport/http-rules.js'
@@ -13,6 +15,24 @@ const GET_ACCEPT = ['text/event-stream'] as const
 /** Longer ids were never minted here; they are refused without a store lookup. */
 const MAX_SESSION_ID_LENGTH = 128
 const STREAMED = Symbol('streamed')
+/**
+ * Largest body of a POST without a session id (initialize, whose parts are bounded far below
+ * this): a flood of large bodies is refused before it is read and parsed.
+ */
+export const SESSIONLESS_BODY_LIMIT = 65_536
+
+/** A body stream that fails with 413 past `limit` bytes, for bodies without a Content-Length. */
+function limited (payload: NodeJS.ReadableStream, limit: number): Transform {
+  let received = 0
+  const counted = new Transform({
+    transform (chunk: Buffer, _encoding, callback) {
+      received += chunk.length
+      callback(received > limit ? new PayloadTooLargeError(limit) : null, chunk)
+    }
+  })
+  payload.on('error', error => counted.destroy(error))
+  return payload.pipe(counted)
+}
 
 /** Whether a header value could be a session id of ours. */
 const couldBeSessionId = (id: unknown): id is string => typeof id === 'string' && id !== '' && id.length <= MAX_SESSION_ID_LENGTH
@@ -90,10 +110,21 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
     }
   }
 
+  /** A POST without a session id may carry SESSIONLESS_BODY_LIMIT bytes at most. */
+  async function limitSessionless (request: FastifyRequest, _reply: FastifyReply, payload: NodeJS.ReadableStream) {
+    if (request.headers['mcp-session-id'] !== undefined) return payload
+    const declared = request.headers['content-length']
+    if (declared !== undefined) {
+      if (Number(declared) > SESSIONLESS_BODY_LIMIT) throw new PayloadTooLargeError(SESSIONLESS_BODY_LIMIT)
+      return payload
+    }
+    return limited(payload, SESSIONLESS_BODY_LIMIT)
+  }
+
   // The rate limiter appends its hook after these.
   const shared = { onRequest: [verifyOrigin, touchSession], config: { rateLimit: {} } }
 
-  fastify.post('/mcp', { ...shared, bodyLimit: config.BODY_LIMIT_BYTES }, async (request, reply) => {
+  fastify.post('/mcp', { ...shared, preParsing: limitSessionless, bodyLimit: config.BODY_LIMIT_BYTES }, async (request, reply) => {
     requireAccept(request.headers.accept, POST_ACCEPT)
     checkProtocolVersion(request.headers['mcp-protocol-version'])
     const { messages, batch } = readMessages(request.body)

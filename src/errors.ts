@@ -69,8 +69,9 @@ export class ConflictError extends McpHttpError {
   constructor (message: string) { super(`Conflict: ${message}`, 409, RpcCode.ServerError) }
 }
 
+/** Closes the connection too: the rest of the body is never read. */
 export class PayloadTooLargeError extends McpHttpError {
-  constructor (limit: number) { super(`Payload Too Large: the body exceeds ${limit} bytes`, 413, RpcCode.ServerError) }
+  constructor (limit: number) { super(`Payload Too Large: the body exceeds ${limit} bytes`, 413, RpcCode.ServerError, { connection: 'close' }) }
 }
 
 export class UnsupportedMediaTypeError extends McpHttpError {

@@ -74,6 +74,8 @@ export interface TransportServices {
 interface Exchange {
   pending: Set<RequestId>
   batch: boolean
+  /** Bytes the answers to a batch may still take. */
+  budget: number
   sink: ExchangeSink
   responses: JSONRPCMessage[]
   streamId?: string
@@ -108,6 +110,8 @@ export class SessionTransport implements Transport {
   readonly #streams = new Map<string, SseStream>()
   /** Ids of this node's server requests still awaiting the client's answer (unique across nodes). */
   readonly #awaiting = new Set<RequestId>()
+  /** Resumed POST streams open here, or being opened. */
+  #resumedStreams = 0
   /** POST streams of this node that a client resumed on another node, and that node. */
   readonly #resumedElsewhere = new Map<string, string>()
   #chain: Promise<void> = Promise.resolve()
@@ -232,7 +236,7 @@ export class SessionTransport implements Transport {
     }
     if (new Set(ids).size !== ids.length) throw new InvalidRequestError('request ids in a batch must be distinct')
     if (ids.length > 0) {
-      const exchange: Exchange = { pending: new Set(ids), batch, sink, responses: [], done: false }
+      const exchange: Exchange = { pending: new Set(ids), batch, budget: this.#services.batchAnswerMaxBytes, sink, responses: [], done: false }
       for (const id of ids) this.#exchanges.set(id, exchange)
     }
     for (const message of messages) {
@@ -263,9 +267,15 @@ export class SessionTransport implements Transport {
       if (resumed === undefined && this.#streams.get(streamId)?.open === true) throw new ConflictError('this session\'s stream is already open')
     }
     conflict()
-    if (!standalone && this.#streams.size > MAX_RESUMED_STREAMS) throw new ConflictError(`at most ${MAX_RESUMED_STREAMS} resumed streams per session`)
+    // Places are taken before the claim is awaited, so concurrent GETs cannot all pass the checks.
+    if (!standalone && this.#resumedStreams >= MAX_RESUMED_STREAMS) throw new ConflictError(`at most ${MAX_RESUMED_STREAMS} resumed streams per session`)
     const { streams, keepAliveMs, retryMs } = this.#services
     if (!streams.take()) throw new TooManyStreamsError()
+    if (!standalone) this.#resumedStreams++
+    const giveBack = () => {
+      streams.give()
+      if (!standalone) this.#resumedStreams--
+    }
     let stream: SseStream
     try {
       if (standalone) await this.#claimStandaloneStream(resumed !== undefined)
@@ -274,7 +284,7 @@ export class SessionTransport implements Transport {
       conflict()
       stream = new SseStream(open(), streamId, keepAliveMs, standalone ? () => this.#renewStandaloneStream(stream) : undefined)
     } catch (error) {
-      streams.give()
+      giveBack()
       throw error
     }
     // Registered before the replay is read, holding live events back: an event stored meanwhile
@@ -282,7 +292,7 @@ export class SessionTransport implements Transport {
     stream.hold()
     const replaced = this.#streams.get(streamId)
     this.#register(stream, () => {
-      streams.give()
+      giveBack()
       // The lease goes with the last GET stream of the session here (not with one a resumption replaced).
       if (standalone && this.#streams.get(STANDALONE_STREAM)?.open !== true) {
         this.#services.store.claimStream(this.sessionId, this.#services.bus.address, 'release', 0).catch(() => {})
@@ -402,6 +412,7 @@ export class SessionTransport implements Transport {
 
   #respond (exchange: Exchange, id: RequestId, message: JSONRPCMessage): void {
     if (!exchange.pending.delete(id)) return
+    if (exchange.batch) message = this.#withinBudget(exchange, id, message)
     if (exchange.streamId !== undefined) this.#emit(exchange.streamId, message)
     else exchange.responses.push(message)
     if (exchange.pending.size === 0) this.#finish(exchange)
@@ -419,17 +430,14 @@ export class SessionTransport implements Transport {
       return
     }
     if (exchange.responses.length === 0) exchange.sink.json(undefined)
-    else exchange.sink.json(exchange.batch ? this.#bounded(exchange.responses) : exchange.responses[0])
+    else exchange.sink.json(exchange.batch ? exchange.responses : exchange.responses[0])
   }
 
-  /** The answers to a batch, each one past BATCH_ANSWER_MAX_BYTES in all replaced by an error. */
-  #bounded (responses: JSONRPCMessage[]): JSONRPCMessage[] {
-    let budget = this.#services.batchAnswerMaxBytes
-    return responses.map(response => {
-      budget -= JSON.stringify(response).length
-      if (budget >= 0 || !('id' in response)) return response
-      return { jsonrpc: '2.0', id: response.id, error: { code: RpcCode.InternalError, message: `The answers to this batch exceed ${this.#services.batchAnswerMaxBytes} bytes; send this request alone` } } as JSONRPCMessage
-    })
+  /** An answer to a batch, or an error in its place once the batch's answers exceed BATCH_ANSWER_MAX_BYTES (JSON or SSE alike). */
+  #withinBudget (exchange: Exchange, id: RequestId, message: JSONRPCMessage): JSONRPCMessage {
+    exchange.budget -= JSON.stringify(message).length
+    if (exchange.budget >= 0) return message
+    return { jsonrpc: '2.0', id, error: { code: RpcCode.InternalError, message: `The answers to this batch exceed ${this.#services.batchAnswerMaxBytes} bytes; send this request alone` } }
   }
 
   /**
