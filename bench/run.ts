@@ -24,12 +24,12 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
 const QUICK = process.env.BENCH_QUICK === 'true'
 const PLATFORMATIC = process.env.BENCH_PLATFORMATIC
 const HEADERS = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' }
-const SERVER_ENV = { LOG_LEVEL: 'warn', RATE_LIMIT_MAX: '100000000', MAX_EVENT_LOOP_DELAY_MS: '1000', TEST_LOG_LEVEL: 'warn' }
+const SERVER_ENV = { LOG_LEVEL: 'warn', RATE_LIMIT_MAX: '100000000', INITIALIZE_RATE_LIMIT_MAX: '100000000', MAX_EVENT_LOOP_DELAY_MS: '1000', TEST_LOG_LEVEL: 'warn' }
 /** Sequential warm calls over which Redis commands are counted. */
 const COUNTED_CALLS = 500
 const PEER = '@platformatic/mcp'
 
-interface Row { scenario: string, settings: string, load?: Load, baseline?: Load, ratio?: number, figure?: string, target: string, met?: boolean }
+interface Row { scenario: string, settings: string, load?: Load, baseline?: Load, ratio?: number, figure?: string, redis?: RedisPerCall, target: string, met?: boolean }
 
 const rows: Row[] = []
 const log = (text: string) => process.stdout.write(`${text}\n`)
@@ -46,15 +46,18 @@ const baseline = () => cannon({ url: echoUrl, headers: { 'content-type': 'applic
 
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!
 
-/** Several runs as one: mean req/s, median latency percentiles, summed failures. */
+const mean = (values: number[]) => values.reduce((sum, value) => sum + value, 0) / values.length
+
+/** Several runs as one: mean req/s and generator CPU, median latency percentiles, summed failures. */
 function combine (loads: Load[]): Load {
   return {
-    requests: loads.reduce((sum, l) => sum + l.requests, 0) / loads.length,
+    requests: mean(loads.map(l => l.requests)),
     p50: median(loads.map(l => l.p50)),
     p975: median(loads.map(l => l.p975)),
     p99: median(loads.map(l => l.p99)),
     non2xx: loads.reduce((sum, l) => sum + l.non2xx, 0),
-    errors: loads.reduce((sum, l) => sum + l.errors, 0)
+    errors: loads.reduce((sum, l) => sum + l.errors, 0),
+    generatorCpu: mean(loads.map(l => l.generatorCpu))
   }
 }
 
@@ -69,6 +72,8 @@ async function alternate (run: () => Promise<Load>): Promise<{ base: Load, load:
   return { base: combine(bases), load: combine(loads) }
 }
 
+const percent = (share: number) => `${Math.round(share * 100)}%`
+
 const SETTINGS = `${CONNECTIONS} connections, ${ROUNDS} x ${DURATION} s alternating with the echo`
 
 /** A throughput scenario: the echo and the server in turns, under the same settings; returns its row. */
@@ -77,7 +82,7 @@ async function throughput (scenario: string, spec: Parameters<typeof cannon>[0],
   const ratio = load.requests / base.requests
   const row: Row = { scenario, settings: SETTINGS, load, baseline: base, ratio, target, ...(minimum !== undefined && { met: ratio >= minimum && load.non2xx === 0 && load.errors === 0 }) }
   rows.push(row)
-  log(`${scenario}: ${load.requests.toFixed(0)} req/s vs echo ${base.requests.toFixed(0)} = ${ratio.toFixed(3)} (p99 ${load.p99} ms, non-2xx ${load.non2xx}, errors ${load.errors})`)
+  log(`${scenario}: ${load.requests.toFixed(0)} req/s vs echo ${base.requests.toFixed(0)} = ${ratio.toFixed(3)} (p99 ${load.p99} ms, non-2xx ${load.non2xx}, errors ${load.errors}; load generator CPU ${percent(load.generatorCpu)} / echo's ${percent(base.generatorCpu)})`)
   return row
 }
 
@@ -114,6 +119,17 @@ async function peer (mode: 'memory' | 'redis', redisUrl: string): Promise<Target
   return { mcpUrl: new URL(`${server.url}/mcp`), stop: () => stop(server.process) }
 }
 
+/** Opens a session on `target` the same way for ours and the peer, warms it for 2 s, measures; stops `target` even on failure. */
+async function onWarmSession (target: Target, measure: (sessionId: string) => Promise<void>) {
+  try {
+    const sessionId = await initialize(target.mcpUrl)
+    await cannon({ ...warmCall(target.mcpUrl, sessionId), duration: 2 })
+    await measure(sessionId)
+  } finally {
+    await target.stop()
+  }
+}
+
 /** Calls per command name from INFO commandstats, and the reads Redis made from its clients. */
 async function redisCounters (redis: Redis): Promise<{ calls: Map<string, number>, reads: number }> {
   const info = String(await redis.call('INFO', 'stats', 'commandstats'))
@@ -122,31 +138,51 @@ async function redisCounters (redis: Redis): Promise<{ calls: Map<string, number
   return { calls, reads: Number(/^total_reads_processed:(\d+)/m.exec(info)![1]) }
 }
 
+/** Redis commands per warm call, by name, and the round trips they took. */
+interface RedisPerCall { scripts: number, plain: number, roundTrips: number, commands: Record<string, number> }
+
+const isScript = (name: string) => name === 'EVAL' || name === 'EVALSHA'
+
 /**
- * Redis commands per warm call, scripts (EVALSHA/EVAL) apart from plain commands, over
- * COUNTED_CALLS calls sent one at a time. Redis reads a client's pipelined batch in one go, so
- * its socket reads per call count the round trips (batches on two connections at once count
- * twice). The second INFO adds one read; INFO is left out of the commands.
+ * Redis commands per warm call over COUNTED_CALLS calls sent one at a time; scripts
+ * (EVALSHA/EVAL) are counted apart from plain commands. Redis reads a client's pipelined batch
+ * in one go, so its socket reads per call count the round trips (batches on two connections at
+ * once count twice). The second INFO adds one read; INFO is left out of the commands.
  */
-async function redisPerCall (redis: Redis, target: Target, sessionId: string, message: Record<string, unknown>): Promise<string> {
+async function redisPerCall (redis: Redis, target: Target, sessionId: string, message: Record<string, unknown>): Promise<RedisPerCall> {
   const before = await redisCounters(redis)
   for (let id = 0; id < COUNTED_CALLS; id++) {
     const answer = await post(target.mcpUrl, { ...message, id } as Parameters<typeof post>[1], sessionId)
     if (answer.status !== 200) throw new Error(`warm call answered ${answer.status}`)
   }
   const after = await redisCounters(redis)
-  const perCall = new Map<string, number>()
+  const commands: Record<string, number> = {}
   for (const [name, count] of after.calls) {
     const delta = count - (before.calls.get(name) ?? 0)
-    if (delta > 0 && name !== 'info') perCall.set(name, delta / COUNTED_CALLS)
+    if (delta > 0 && name !== 'info') commands[name.toUpperCase()] = delta / COUNTED_CALLS
   }
-  const sum = (names: string[]) => names.reduce((total, name) => total + perCall.get(name)!, 0)
-  const isScript = (name: string) => name === 'eval' || name === 'evalsha'
-  const scripts = [...perCall.keys()].filter(isScript)
-  const plain = [...perCall.keys()].filter(name => !isScript(name))
-  const list = (names: string[]) => names.map(name => `${name.toUpperCase()} ${perCall.get(name)!.toFixed(2)}`).join(', ')
-  const roundTrips = (after.reads - before.reads - 1) / COUNTED_CALLS
-  return `Redis per warm call: ${sum(scripts).toFixed(2)} scripts${scripts.length > 0 ? ` (${list(scripts)})` : ''} + ${sum(plain).toFixed(2)} plain${plain.length > 0 ? ` (${list(plain)})` : ''}, ${roundTrips.toFixed(2)} round trips`
+  const sum = (filter: (name: string) => boolean) => Object.entries(commands).filter(([name]) => filter(name)).reduce((total, [, count]) => total + count, 0)
+  return { scripts: sum(isScript), plain: sum(name => !isScript(name)), roundTrips: (after.reads - before.reads - 1) / COUNTED_CALLS, commands }
+}
+
+const count = (value: number) => Number.isInteger(value) ? String(value) : value.toFixed(2)
+
+/** The figure's text; commands seen less than once in 200 calls (background work) are left out of it. */
+function describeRedis (perCall: RedisPerCall): string {
+  const list = (scripts: boolean) => {
+    const named = Object.entries(perCall.commands)
+      .filter(([name, n]) => isScript(name) === scripts && n >= 0.005)
+      .sort(([, a], [, b]) => b - a).map(([name, n]) => `${name} ${count(n)}`)
+    return named.length === 0 ? '' : ` (${named.join(', ')})`
+  }
+  return `Redis per warm call: ${count(perCall.scripts)} scripts${list(true)} + ${count(perCall.plain)} plain commands${list(false)}, ${count(perCall.roundTrips)} round trips`
+}
+
+/** Records Redis commands per warm call on a row, as a figure and in full. */
+async function recordRedis (row: Row, redis: Redis, target: Target, sessionId: string, message: Record<string, unknown>) {
+  row.redis = await redisPerCall(redis, target, sessionId, message)
+  row.figure = describeRedis(row.redis)
+  log(`${row.scenario}: ${row.figure}`)
 }
 
 async function appendCost (store: SessionStore, label: string, checkpoints: number[]) {
@@ -210,38 +246,32 @@ async function main () {
     // Warm paths, memory and Redis, JSON and SSE; the peer's JSON path right after ours.
     for (const mode of ['memory', 'redis'] as const) {
       const target = await ours(mode, redis.url)
-      const sessionId = await initialize(target.mcpUrl)
-      await cannon({ ...warmCall(target.mcpUrl, sessionId), duration: 2 })
-      const json = await throughput(`tools/call, ${mode}, JSON`, warmCall(target.mcpUrl, sessionId), mode === 'memory' ? '>= 0.40' : '>= 0.30', mode === 'memory' ? 0.40 : 0.30)
-      const sse = await throughput(`tools/call, ${mode}, SSE (progress)`, warmCall(target.mcpUrl, sessionId, CALCULATE_SSE), mode === 'memory' ? '>= 0.28' : '>= 0.22', mode === 'memory' ? 0.28 : 0.22)
-      if (mode === 'redis') {
-        json.figure = await redisPerCall(client, target, sessionId, CALCULATE)
-        sse.figure = await redisPerCall(client, target, sessionId, CALCULATE_SSE)
-        log(`${json.scenario}: ${json.figure}\n${sse.scenario}: ${sse.figure}`)
-      }
-      if (mode === 'memory') {
-        const { base, load } = await alternate(() => handshakes(target.mcpUrl))
-        const perSecond = load.requests / 2
-        rows.push({ scenario: 'initialize + initialized, memory', settings: SETTINGS, load, baseline: base, ratio: load.requests / base.requests, figure: `${perSecond.toFixed(0)} sessions/s`, target: '>= 2,000 sessions/s', met: perSecond >= 2000 && load.non2xx === 0 })
-        log(`handshakes: ${perSecond.toFixed(0)} sessions/s`)
-      }
-      await target.stop()
-
+      await onWarmSession(target, async sessionId => {
+        const json = await throughput(`tools/call, ${mode}, JSON`, warmCall(target.mcpUrl, sessionId), mode === 'memory' ? '>= 0.40' : '>= 0.30', mode === 'memory' ? 0.40 : 0.30)
+        const sse = await throughput(`tools/call, ${mode}, SSE (progress)`, warmCall(target.mcpUrl, sessionId, CALCULATE_SSE), mode === 'memory' ? '>= 0.28' : '>= 0.22', mode === 'memory' ? 0.28 : 0.22)
+        if (mode === 'redis') {
+          await recordRedis(json, client, target, sessionId, CALCULATE)
+          await recordRedis(sse, client, target, sessionId, CALCULATE_SSE)
+        }
+        if (mode === 'memory') {
+          const { base, load } = await alternate(() => handshakes(target.mcpUrl))
+          const perSecond = load.requests / 2
+          rows.push({ scenario: 'initialize + initialized, memory', settings: SETTINGS, load, baseline: base, ratio: load.requests / base.requests, figure: `${perSecond.toFixed(0)} sessions/s`, target: '>= 2,000 sessions/s', met: perSecond >= 2000 && load.non2xx === 0 })
+          log(`handshakes: ${perSecond.toFixed(0)} sessions/s`)
+        }
+      })
       if (PLATFORMATIC !== undefined) {
         const other = await peer(mode, redis.url)
-        const otherSession = await initialize(other.mcpUrl)
-        await cannon({ ...warmCall(other.mcpUrl, otherSession), duration: 2 })
-        const row = await throughput(`tools/call, ${mode}, JSON, ${PEER}`, warmCall(other.mcpUrl, otherSession), 'none (peer, for comparison)')
-        if (mode === 'redis') {
-          row.figure = await redisPerCall(client, other, otherSession, CALCULATE)
-          log(`${row.scenario}: ${row.figure}`)
-        }
-        await other.stop()
+        await onWarmSession(other, async sessionId => {
+          const row = await throughput(`tools/call, ${mode}, JSON, ${PEER}`, warmCall(other.mcpUrl, sessionId), 'none (peer, for comparison)')
+          if (mode === 'redis') await recordRedis(row, client, other, sessionId, CALCULATE)
+        })
       }
     }
 
-    // Cold path: requests rotate over 2,000 sessions through a 100-session cache, so each request
-    // finds its session evicted and rebuilds it (the cache still holds every request in flight).
+    // Cold path: requests rotate over 2,000 sessions (each connection over its own 200) through a
+    // 100-session cache, so each request finds its session evicted and rebuilds it (the cache
+    // still holds every request in flight).
     {
       const node = await startNode('bench-cold', { ...SERVER_ENV, USE_REDIS: 'true', REDIS_URL: redis.url, SESSION_CACHE_MAX: '100' })
       const sessions: string[] = []
@@ -331,11 +361,11 @@ async function report (started: Date) {
   const meta = { date: started.toISOString(), node: process.version, connections: CONNECTIONS, durationSeconds: DURATION, rounds: ROUNDS, pipelining: 1, cpus: (await import('node:os')).cpus().length }
   await writeFile(join(dir, 'results.json'), JSON.stringify({ ...meta, rows }, null, 2) + '\n')
   const lines = [
-    `Measured ${meta.date.slice(0, 10)} on Node ${meta.node}, ${meta.cpus} cores; autocannon in a process of its own with ${CONNECTIONS} connections, pipelining 1, request buffers built once per connection. Each throughput scenario runs ${ROUNDS} times ${DURATION} s, each run right after ${DURATION} s of the baseline, a bare Fastify JSON echo in a process of its own; req/s are means over the runs, latencies medians. Servers run with LOG_LEVEL=warn (no per-request log line) and their other defaults.`,
+    `Measured ${meta.date.slice(0, 10)} on Node ${meta.node}, ${meta.cpus} cores; autocannon in a process of its own with ${CONNECTIONS} connections, pipelining 1, request buffers built once per connection. Each throughput scenario runs ${ROUNDS} times ${DURATION} s, each run right after ${DURATION} s of the baseline, a bare Fastify JSON echo in a process of its own; req/s are means over the runs, latencies medians. Servers run with LOG_LEVEL=warn (no per-request log line) and their other defaults. Load generator CPU is the share of one core autocannon used: well under 100%, the server or the echo set the pace. ${PEER} rows measure that plugin, from a checkout built outside this repository, with one equivalent \`calculate\` tool and sessions on (\`enableSSE\`), in the same run as ours.`,
     '',
-    '| scenario | req/s | echo req/s | ratio | p50 ms | p97.5 ms | p99 ms | figure | target | met |',
-    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
-    ...rows.map(r => `| ${r.scenario} | ${r.load?.requests.toFixed(0) ?? ''} | ${r.baseline?.requests.toFixed(0) ?? ''} | ${r.ratio?.toFixed(3) ?? ''} | ${ms(r.load?.p50)} | ${ms(r.load?.p975)} | ${ms(r.load?.p99)} | ${r.figure ?? ''} | ${r.target} | ${r.met === undefined ? '' : r.met ? 'yes' : 'no'} |`)
+    '| scenario | req/s | echo req/s | ratio | p50 ms | p97.5 ms | p99 ms | load generator CPU (server / echo) | figure | target | met |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+    ...rows.map(r => `| ${r.scenario} | ${r.load?.requests.toFixed(0) ?? ''} | ${r.baseline?.requests.toFixed(0) ?? ''} | ${r.ratio?.toFixed(3) ?? ''} | ${ms(r.load?.p50)} | ${ms(r.load?.p975)} | ${ms(r.load?.p99)} | ${r.load === undefined ? '' : `${percent(r.load.generatorCpu)} / ${percent(r.baseline!.generatorCpu)}`} | ${r.figure ?? ''} | ${r.target} | ${r.met === undefined ? '' : r.met ? 'yes' : 'no'} |`)
   ]
   await writeFile(join(dir, 'results.md'), lines.join('\n') + '\n')
   await writeFile(join(dir, 'chart.svg'), chart(rows.filter(r => r.load !== undefined)))
