@@ -1,6 +1,7 @@
 import { fork } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import autocannon from 'autocannon'
+import { MAX_REMEMBERED_OPS } from '../src/stores/session-store.js'
 
 /**
  * One autocannon run in a process of its own, off the bench's event loop and heap. A fresh
@@ -18,8 +19,8 @@ export interface LoadSpec {
   /** Total requests over all connections. */
   amount?: number
   /**
-   * A JSON-RPC message sent over and over. Each connection sends it with its own id: a session
-   * refuses an id already in flight, and a connection has one request in flight (pipelining 1).
+   * A JSON-RPC message sent over and over, each time with an id of its own, from bodies built
+   * once per connection.
    */
   message?: Record<string, unknown>
   /**
@@ -43,6 +44,8 @@ export interface Load {
 }
 
 const HERE = fileURLToPath(import.meta.url)
+/** Distinct ids each connection cycles through on one shared session: more than it remembers over all connections. */
+const IDS_PER_CONNECTION = MAX_REMEMBERED_OPS * 2
 
 /** Runs `spec` in a child process and resolves with its figures. */
 export function load (spec: LoadSpec): Promise<Load> {
@@ -72,11 +75,14 @@ function requestsFor (spec: LoadSpec, connection: number): autocannon.Request[] 
       }
     ] as autocannon.Request[]
   }
-  const body = JSON.stringify({ ...spec.message, id: connection })
-  if (spec.sessions === undefined) return [{ method: 'POST', headers: spec.headers, body }]
-  const slice = Math.floor(spec.sessions.length / spec.connections)
-  return spec.sessions.slice(connection * slice, (connection + 1) * slice)
-    .map(sessionId => ({ method: 'POST', headers: { ...spec.headers, 'mcp-session-id': sessionId }, body }))
+  // Ids are never reused within a session while it remembers them: it takes a repeated id for a
+  // retry of the same request (and answers what it stored the first time, writing nothing).
+  const id = (n: number) => connection * 1_000_000 + n
+  const body = (n: number) => JSON.stringify({ ...spec.message, id: id(n) })
+  if (spec.sessions === undefined) return Array.from({ length: IDS_PER_CONNECTION }, (_, n) => ({ method: 'POST', headers: spec.headers, body: body(n) }))
+  const size = Math.floor(spec.sessions.length / spec.connections)
+  const mine = spec.sessions.slice(connection * size, (connection + 1) * size)
+  return Array.from({ length: (MAX_REMEMBERED_OPS + 1) * size }, (_, n) => ({ method: 'POST', headers: { ...spec.headers, 'mcp-session-id': mine[n % size]! }, body: body(n) }))
 }
 
 async function run (spec: LoadSpec): Promise<Load> {

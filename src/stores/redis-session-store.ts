@@ -18,72 +18,87 @@ import {
  *                        #op=<key> = outcome, #op.<n> = the n-th key, #op:n = keys seen
  *   mcp:{id}:c   hash    the features' counters: <set>.<name> = count
  *   mcp:hits:<key> string requests of a client address in the current rate-limit window
- *   mcp:sessions zset    session id -> last activity (ms, refreshed every MAX_INDEX_LAG_MS at most),
+ *   mcp:sessions zset    session id -> last activity (ms, refreshed every MAX_REFRESH_LAG_MS at most),
  *                        for counting live sessions
- * All keys of a scope expire together, SESSION_TTL_SECONDS after the last request.
+ * All keys of a scope expire together, SESSION_TTL_SECONDS after the last request or up to a
+ * refresh lag (MAX_REFRESH_LAG_MS) later.
  */
 const keys = (id: string) => {
   const tag = `mcp:{${id}}`
   return [`${tag}:s`, `${tag}:e`, `${tag}:f`, `${tag}:c`] as const
 }
 const SESSIONS = 'mcp:sessions'
-/** A session's score in mcp:sessions is refreshed at most this often (or a tenth of the TTL). */
-const MAX_INDEX_LAG_MS = 60_000
+/**
+ * A session's expiry and its score in mcp:sessions are refreshed at most this often (or a tenth of
+ * the TTL), not on every request: a warm request then writes one field set and nothing else.
+ */
+const MAX_REFRESH_LAG_MS = 60_000
 
 /**
  * Lua shared by the scripts that take an operation key (ARGV[1], '' for none) on the features'
- * hash (KEYS[2]): `done()` is what an earlier operation with the key did, `remember(outcome)` keeps
- * it, forgetting the oldest past MAX_REMEMBERED_OPS.
+ * hash (KEYS[2]). `recall()` reads what an earlier operation with the key did (false if none) and
+ * how many keys were seen; `remember(seen, outcome, set, drop)` adds the fields that keep this one
+ * to `set` and those of the key it pushes past MAX_REMEMBERED_OPS to `drop`, for the script's one
+ * HSET and one HDEL.
  */
 const OPS = `
 local op = ARGV[1]
-local function done()
-  if op == '' then return false end
-  return redis.call('HGET', KEYS[2], '#op=' .. op)
+local function recall()
+  if op == '' then return false, 0 end
+  local state = redis.call('HMGET', KEYS[2], '#op=' .. op, '#op:n')
+  return state[1], tonumber(state[2] or '0')
 end
-local function remember(outcome)
+local function remember(seen, outcome, set, drop)
   if op == '' then return end
-  local n = redis.call('HINCRBY', KEYS[2], '#op:n', 1)
-  redis.call('HSET', KEYS[2], '#op=' .. op, outcome, '#op.' .. n, op)
+  local n = seen + 1
+  for _, v in ipairs({'#op=' .. op, outcome, '#op.' .. n, op, '#op:n', n}) do set[#set + 1] = v end
   local old = n - ${MAX_REMEMBERED_OPS}
   if old > 0 then
     local key = redis.call('HGET', KEYS[2], '#op.' .. old)
-    if key then redis.call('HDEL', KEYS[2], '#op=' .. key, '#op.' .. old) end
+    if key then drop[#drop + 1] = '#op=' .. key; drop[#drop + 1] = '#op.' .. old end
   end
+end
+local function write(key, set, drop)
+  if #drop > 0 then redis.call('HDEL', key, unpack(drop)) end
+  if #set > 0 then redis.call('HSET', key, unpack(set)) end
+end
+-- A feature key made after the scope's last expiry refresh takes the scope's expiry.
+local function expireWithScope(key)
+  if redis.call('PTTL', key) == -1 then redis.call('PEXPIRE', key, redis.call('PTTL', KEYS[1])) end
 end`
 
 const SCRIPTS = {
   /**
-   * KEYS s e f c; ARGV now ttlMs full(0|1) indexEveryMs windowMs. Counts a request in the record
-   * and in the rate-limit window, and slides every key's expiry. Returns whether the session is due
-   * for re-indexing in mcp:sessions, the window's hits and milliseconds left, then the whole record
-   * (full) or only the fields other nodes may change: requestCount logLevel subscriptions streamNode.
+   * KEYS s e f c; ARGV now expireMs full(0|1) refreshEveryMs windowMs. Counts a request in the
+   * record and in the rate-limit window. Every refreshEveryMs at most, it slides every key's expiry
+   * (to expireMs: the TTL plus refreshEveryMs, so a session lives at least the TTL after its last
+   * request) and says the session is due for re-indexing in mcp:sessions. Returns that, the
+   * window's hits and milliseconds left, then the whole record (full) or only the fields other
+   * nodes may change: requestCount logLevel subscriptions streamNode.
    */
   mcpTouch: {
     keys: 4,
     lua: `
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local state = redis.call('HMGET', KEYS[1], 'requestCount', 'indexedAt', 'rateStart', 'rateHits', 'logLevel', 'subscriptions', 'streamNode')
+if not state[1] then return false end
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[5])
-local state = redis.call('HMGET', KEYS[1], 'indexedAt', 'rateStart', 'rateHits')
-local reindex = 0
-local start = tonumber(state[2] or '0')
-local hits = tonumber(state[3] or '0') + 1
+local count = tonumber(state[1]) + 1
+local start = tonumber(state[3] or '0')
+local hits = tonumber(state[4] or '0') + 1
 if now - start >= window then start = now; hits = 1 end
-if now - tonumber(state[1] or '0') >= tonumber(ARGV[4]) then
-  reindex = 1
-  redis.call('HSET', KEYS[1], 'lastActivityAt', now, 'rateStart', start, 'rateHits', hits, 'indexedAt', now)
+local refresh = now - tonumber(state[2] or '0') >= tonumber(ARGV[4])
+if refresh then
+  redis.call('HSET', KEYS[1], 'requestCount', count, 'lastActivityAt', now, 'rateStart', start, 'rateHits', hits, 'indexedAt', now)
+  for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
 else
-  redis.call('HSET', KEYS[1], 'lastActivityAt', now, 'rateStart', start, 'rateHits', hits)
+  redis.call('HSET', KEYS[1], 'requestCount', count, 'lastActivityAt', now, 'rateStart', start, 'rateHits', hits)
 end
-redis.call('HINCRBY', KEYS[1], 'requestCount', 1)
-for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
 local fields
-if ARGV[3] == '1' then fields = redis.call('HGETALL', KEYS[1])
-else fields = redis.call('HMGET', KEYS[1], 'requestCount', 'logLevel', 'subscriptions', 'streamNode') end
-return {reindex, hits, start + window - now, fields}`
+if ARGV[3] == '1' then fields = redis.call('HGETALL', KEYS[1]) else fields = {count, state[5], state[6], state[7]} end
+return {refresh and 1 or 0, hits, start + window - now, fields}`
   },
-  /** KEYS s e f c; ARGV ttlMs field value ... */
+  /** KEYS s e f c; ARGV expireMs field value ... */
   mcpCreate: {
     keys: 4,
     lua: `
@@ -140,33 +155,30 @@ return redis.call('HSET', KEYS[1], 'subscriptions', encoded)`
     keys: 3,
     lua: `${OPS}
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-local earlier = done()
+local earlier, seen = recall()
 if earlier then return earlier end
 local log = ARGV[2]
 local state = redis.call('HMGET', KEYS[2], log .. ':n', log .. ':lo')
 local n = tonumber(state[1] or '0')
 local lo = tonumber(state[2] or '1')
-local first = n + 1
 local count = tonumber(ARGV[5])
-for i = 6, 5 + count do
-  n = n + 1
-  redis.call('HSET', KEYS[2], log .. '.' .. n, '{"seq":' .. n .. ',"at":' .. ARGV[4] .. ',"data":' .. ARGV[i] .. '}')
+local last = n + count
+local keptFrom = math.max(lo, last - tonumber(ARGV[3]) + 1)
+local set, drop = {log .. ':n', last, log .. ':lo', keptFrom}, {}
+for seq = lo, math.min(n, keptFrom - 1) do drop[#drop + 1] = log .. '.' .. seq end
+for seq = math.max(n + 1, keptFrom), last do
+  set[#set + 1] = log .. '.' .. seq
+  set[#set + 1] = '{"seq":' .. seq .. ',"at":' .. ARGV[4] .. ',"data":' .. ARGV[5 + seq - n] .. '}'
 end
-local keep = tonumber(ARGV[3])
-while n - lo + 1 > keep do
-  redis.call('HDEL', KEYS[2], log .. '.' .. lo)
-  lo = lo + 1
-end
-redis.call('HSET', KEYS[2], log .. ':n', n, log .. ':lo', lo)
-local ttl = redis.call('PTTL', KEYS[1])
-redis.call('PEXPIRE', KEYS[2], ttl)
+local outcome = (n + 1) .. ' ' .. ARGV[4]
+remember(seen, outcome, set, drop)
+write(KEYS[2], set, drop)
+expireWithScope(KEYS[2])
 if #ARGV > 5 + count then
-  local set = ARGV[6 + count]
-  for i = 7 + count, #ARGV, 2 do redis.call('HINCRBY', KEYS[3], set .. '.' .. ARGV[i], ARGV[i + 1]) end
-  redis.call('PEXPIRE', KEYS[3], ttl)
+  local counters = ARGV[6 + count]
+  for i = 7 + count, #ARGV, 2 do redis.call('HINCRBY', KEYS[3], counters .. '.' .. ARGV[i], ARGV[i + 1]) end
+  expireWithScope(KEYS[3])
 end
-local outcome = first .. ' ' .. ARGV[4]
-remember(outcome)
 return outcome`
   },
   /** KEYS f; ARGV log last. Returns the last number given, then the newest `last` entries kept, oldest first. */
@@ -187,20 +199,23 @@ return {n, redis.call('HMGET', KEYS[1], unpack(fields))}`
     keys: 2,
     lua: `${OPS}
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local earlier = done()
+local earlier, seen = recall()
 if earlier then return tonumber(earlier) end
 local log = ARGV[2]
 local state = redis.call('HMGET', KEYS[2], log .. ':n', log .. ':lo')
 local n = tonumber(state[1] or '0')
 local lo = tonumber(state[2] or '1')
-for seq = lo, n do redis.call('HDEL', KEYS[2], log .. '.' .. seq) end
-if n > 0 then redis.call('HSET', KEYS[2], log .. ':lo', n + 1) end
+local set, drop = {}, {}
+for seq = lo, n do drop[#drop + 1] = log .. '.' .. seq end
+if n > 0 then set[1] = log .. ':lo'; set[2] = n + 1 end
 local cleared = math.max(0, n - lo + 1)
-remember(cleared)
+remember(seen, cleared, set, drop)
+write(KEYS[2], set, drop)
+expireWithScope(KEYS[2])
 return cleared`
   },
   /**
-   * KEYS s e; ARGV limit ttlMs maxBytes (streamId message)... Appends the events, then drops the
+   * KEYS s e; ARGV limit expireMs maxBytes (streamId message)... Appends the events, then drops the
    * oldest while more than `limit` are kept or their messages hold more than `maxBytes` (counted in
    * the record's eventBytes). Returns the stream entry ids, in order.
    */
@@ -300,7 +315,9 @@ export class RedisSessionStore implements SessionStore {
   readonly #eventLogMaxBytes: number
   readonly #eventMaxBytes: number
   readonly #rateWindowMs: number
-  readonly #indexEveryMs: number
+  readonly #refreshEveryMs: number
+  /** What a refresh sets each key's expiry to: the TTL plus the refresh lag. */
+  readonly #expireMs: number
   readonly #observer?: StoreObserver
   readonly #eventBatches = new Map<string, PendingEvent[]>()
 
@@ -315,7 +332,8 @@ export class RedisSessionStore implements SessionStore {
     this.#eventLogMaxBytes = options.eventLogMaxBytes ?? DEFAULT_EVENT_LOG_MAX_BYTES
     this.#eventMaxBytes = options.eventMaxBytes ?? DEFAULT_EVENT_MAX_BYTES
     this.#rateWindowMs = options.rateWindowMs ?? DEFAULT_RATE_WINDOW_MS
-    this.#indexEveryMs = Math.min(this.#ttlMs / 10, MAX_INDEX_LAG_MS)
+    this.#refreshEveryMs = Math.min(this.#ttlMs / 10, MAX_REFRESH_LAG_MS)
+    this.#expireMs = this.#ttlMs + this.#refreshEveryMs
     this.#observer = options.observer
   }
 
@@ -334,17 +352,17 @@ export class RedisSessionStore implements SessionStore {
       ...(record.logLevel === undefined ? [] : ['logLevel', record.logLevel])
     ]
     await this.#run('create', async () => {
-      await this.#redis.mcpCreate(...keys(record.id), this.#ttlMs, ...fields)
+      await this.#redis.mcpCreate(...keys(record.id), this.#expireMs, ...fields)
       await this.#redis.zadd(SESSIONS, record.lastActivityAt, record.id)
     })
   }
 
   async touch (id: string, known?: SessionRecord): Promise<Touched | undefined> {
     const now = Date.now()
-    const reply = await this.#run('touch', () => this.#redis.mcpTouch(...keys(id), now, this.#ttlMs, known === undefined ? '1' : '0', this.#indexEveryMs, this.#rateWindowMs)) as [number, number, number, Array<string | null>] | null
+    const reply = await this.#run('touch', () => this.#redis.mcpTouch(...keys(id), now, this.#expireMs, known === undefined ? '1' : '0', this.#refreshEveryMs, this.#rateWindowMs)) as [number, number, number, Array<string | null>] | null
     if (reply === null) return undefined
     const [reindex, hits, resetMs, fields] = reply
-    // The index only counts live sessions, so it may lag activity by indexEveryMs; not awaited.
+    // The index only counts live sessions, so it may lag activity by refreshEveryMs; not awaited.
     if (reindex === 1) this.#redis.zadd(SESSIONS, now, id).catch(() => {})
     if (known === undefined) return { record: toRecord(fields as string[]), hits, resetMs }
     const [requestCount, logLevel, subscriptions, streamNode] = fields
@@ -457,7 +475,7 @@ export class RedisSessionStore implements SessionStore {
       args.push(streamId, json.length > this.#eventMaxBytes ? '' : json)
     }
     try {
-      const entryIds = await this.#run('appendEvent', () => this.#redis.mcpAppendEvents(s, e, this.#eventLimit, this.#ttlMs, this.#eventLogMaxBytes, ...args)) as string[] | null
+      const entryIds = await this.#run('appendEvent', () => this.#redis.mcpAppendEvents(s, e, this.#eventLimit, this.#expireMs, this.#eventLogMaxBytes, ...args)) as string[] | null
       batch.forEach((event, i) => event.done(entryIds === null ? undefined : `${event.streamId}.${entryIds[i]}`))
     } catch (error) {
       for (const event of batch) event.done(undefined, error)
@@ -489,8 +507,8 @@ export class RedisSessionStore implements SessionStore {
 
   async count (): Promise<number> {
     return this.#run('count', async () => {
-      // A score lags the last activity by less than indexEveryMs: only sessions surely expired go.
-      const expired = await this.#redis.zremrangebyscore(SESSIONS, '-inf', Date.now() - this.#ttlMs - this.#indexEveryMs)
+      // A score is the last refresh, and the keys expire expireMs after it: only sessions surely expired go.
+      const expired = await this.#redis.zremrangebyscore(SESSIONS, '-inf', Date.now() - this.#expireMs)
       if (expired > 0) this.#observer?.sessionsExpired?.(expired)
       return this.#redis.zcard(SESSIONS)
     })
