@@ -40,20 +40,20 @@ type Counted = (error: Error | null, result?: { current: number, ttl: number }) 
 export default fp(async function rateLimitPlugin (fastify) {
   const { config, sessionStore: store } = fastify
   const rateLimited = counter(fastify.metricsRegistry, 'mcp_rate_limited_requests_total', 'Requests refused by the rate limit')
-  /** Requests between their key being made and counted, by key. */
-  const touches = new Map<string, { touched: Promise<Touched | undefined>, address: string }>()
+  /** Requests between their key being made and counted, by key, with the key to count them against if their session is not found. */
+  const touches = new Map<string, { touched: Promise<Touched | undefined>, client: string }>()
 
-  const countAddress = (address: string, done: Counted) => {
-    store.hit(`ip:${address}`).then(({ hits, resetMs }) => done(null, { current: hits, ttl: resetMs }), done)
+  const countClient = (key: string, done: Counted) => {
+    store.hit(key).then(({ hits, resetMs }) => done(null, { current: hits, ttl: resetMs }), done)
   }
 
   class SessionRateStore {
     incr (key: string, done: Counted): void {
       const pending = touches.get(key)
-      if (pending === undefined) return countAddress(key.slice(3), done)
+      if (pending === undefined) return countClient(key, done)
       touches.delete(key)
       pending.touched.then(touched => {
-        if (touched === undefined) countAddress(pending.address, done)
+        if (touched === undefined) countClient(pending.client, done)
         else done(null, { current: touched.hits, ttl: touched.resetMs })
       }, done)
     }
@@ -70,9 +70,9 @@ export default fp(async function rateLimitPlugin (fastify) {
     max: config.RATE_LIMIT_MAX,
     timeWindow: config.RATE_LIMIT_WINDOW_MS,
     keyGenerator: (request: FastifyRequest) => {
-      if (request.sessionTouched === undefined) return `ip:${request.clientAddress}`
+      if (request.sessionTouched === undefined) return clientKey(request)
       const key = `rq:${request.id}`
-      touches.set(key, { touched: request.sessionTouched, address: request.clientAddress })
+      touches.set(key, { touched: request.sessionTouched, client: clientKey(request) })
       return key
     },
     onExceeded: () => rateLimited.inc(),
@@ -85,7 +85,7 @@ export default fp(async function rateLimitPlugin (fastify) {
   }
   fastify.decorate('sessionLimits', {
     async sessionCreation (request) {
-      const { hits, resetMs } = await store.hit(`init:${request.clientAddress}`)
+      const { hits, resetMs } = await store.hit(`init:${clientKey(request)}`)
       if (hits > config.INITIALIZE_RATE_LIMIT_MAX) refuse(resetMs)
     },
     async batch (sessionId, messages) {
@@ -97,3 +97,6 @@ export default fp(async function rateLimitPlugin (fastify) {
 }, { name: 'rate-limit', dependencies: ['config', 'metrics', 'session-store', 'connections'] })
 
 const retryAfter = (ms: number) => Math.max(1, Math.ceil(ms / 1000))
+
+/** Who a request without a live session is counted against: its principal when tokens are required, else its address. */
+const clientKey = (request: FastifyRequest) => request.principal === undefined ? `ip:${request.clientAddress}` : `pr:${request.principal.id}`

@@ -3,12 +3,14 @@ import type { FastifyInstance } from 'fastify'
 import { VERSION } from '../src/version.js'
 
 const StorageMode = Type.Union([Type.Literal('memory'), Type.Literal('redis')])
+const Auth = Type.Union([Type.Literal('jwt'), Type.Literal('open'), Type.Literal('disabled')], { description: 'jwt: access tokens required; open: none, on loopback; disabled: none, by AUTH_DISABLED' })
 
 const Ready = Type.Object({
   status: Type.Literal('ok'),
   version: Type.String(),
   nodeId: Type.String(),
   storageMode: StorageMode,
+  auth: Auth,
   storage: Type.Literal('up'),
   sessions: Type.Integer({ description: 'Live sessions in the store' }),
   cachedSessions: Type.Integer({ description: 'Sessions live on this node' }),
@@ -20,6 +22,7 @@ const Unavailable = Type.Object({
   version: Type.String(),
   nodeId: Type.String(),
   storageMode: StorageMode,
+  auth: Auth,
   storage: Type.Literal('down'),
   reason: Type.String()
 })
@@ -29,8 +32,8 @@ const Unavailable = Type.Object({
  * `/health/live`: liveness, 200 while the process runs.
  */
 export default async function healthRoutes (fastify: FastifyInstance) {
-  const { sessionStore: store, sessionCache: cache, config } = fastify
-  const about = () => ({ version: VERSION, nodeId: config.NODE_ID, storageMode: store.mode })
+  const { sessionStore: store, sessionCache: cache, authorization, config } = fastify
+  const about = () => ({ version: VERSION, nodeId: config.NODE_ID, storageMode: store.mode, auth: authorization.mode })
 
   fastify.get('/health', { schema: { response: { 200: Ready, 503: Unavailable } } }, async (_request, reply) => {
     let sessions: number

@@ -68,7 +68,7 @@ function openSse (reply: FastifyReply, sessionId: string, flush: boolean) {
  * route schema, so the hot path parses once.
  */
 export default async function mcpRoutes (fastify: FastifyInstance) {
-  const { sessionCache: cache, sessionLimits: limits, config } = fastify
+  const { sessionCache: cache, sessionLimits: limits, authorization, config } = fastify
   const originAllowed = originMatcher(config.ALLOWED_ORIGINS)
   // Only JSON bodies reach the endpoint; any other Content-Type gets 415.
   fastify.removeAllContentTypeParsers()
@@ -80,14 +80,18 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
     done(origin !== undefined && !originAllowed(origin) ? new ForbiddenOriginError() : undefined)
   }
 
+  /** With access tokens required, a request without a valid one gets 401 (see plugins/authorization.ts). */
+  const authenticate = (request: FastifyRequest) => authorization.authenticate(request)
+
   /**
    * Starts the store round trip of the session a POST or GET names as it arrives: the rate limiter,
-   * whose hook runs next, counts the request from its answer, and the handler awaits it.
+   * whose hook runs next, counts the request from its answer, and the handler awaits it. Only a
+   * session the request's principal opened is found.
    */
   function touchSession (request: FastifyRequest, _reply: FastifyReply, done: () => void) {
     const id = request.headers['mcp-session-id']
     if (couldBeSessionId(id) && request.method !== 'DELETE') {
-      request.sessionTouched = cache.touch(id)
+      request.sessionTouched = cache.touch(id, request.principal?.id)
       // Awaited by the handler; a request refused before it (406) leaves it unread.
       request.sessionTouched.catch(() => {})
     }
@@ -101,7 +105,7 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
    */
   async function withSession<T> (request: FastifyRequest, use: (live: LiveSession) => T | Promise<T>): Promise<T> {
     const id = sessionIdOf(request)
-    const live = id === undefined ? undefined : await cache.acquire(id, request.sessionTouched)
+    const live = id === undefined ? undefined : await cache.acquire(id, request.sessionTouched, request.principal?.id)
     if (live === undefined) throw new SessionNotFoundError()
     try {
       return await use(live)
@@ -122,17 +126,18 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
   }
 
   // The rate limiter appends its hook after these.
-  const shared = { onRequest: [verifyOrigin, touchSession], config: { rateLimit: {} } }
+  const shared = { onRequest: [verifyOrigin, authenticate, touchSession], config: { rateLimit: {} } }
 
   fastify.post('/mcp', { ...shared, preParsing: limitSessionless, bodyLimit: config.BODY_LIMIT_BYTES }, async (request, reply) => {
     requireAccept(request.headers.accept, POST_ACCEPT)
     checkProtocolVersion(request.headers['mcp-protocol-version'])
     const { messages, batch } = readMessages(request.body)
+    authorization.authorize(request, messages)
     const initialize = messages.find(m => 'method' in m && m.method === 'initialize')
     if (initialize !== undefined) {
       if (messages.length > 1 || !('id' in initialize)) throw new InvalidRequestError('initialize must be sent alone, as a request')
       await limits.sessionCreation(request)
-      const { sessionId, response } = await cache.initialize(initialize as JSONRPCRequest)
+      const { sessionId, response } = await cache.initialize(initialize as JSONRPCRequest, request.principal?.id)
       if (sessionId !== undefined) reply.header('mcp-session-id', sessionId)
       return batch ? [response] : response
     }
@@ -161,6 +166,7 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
     if (cache.closing) throw new ShuttingDownError()
     requireAccept(request.headers.accept, GET_ACCEPT)
     checkProtocolVersion(request.headers['mcp-protocol-version'])
+    authorization.authorize(request, [])
     const lastEventId = request.headers['last-event-id']
     await withSession(request, live => live.transport.serveGet(() => openSse(reply, live.transport.sessionId, true), typeof lastEventId === 'string' && lastEventId !== '' ? lastEventId : undefined))
     return reply
@@ -168,8 +174,9 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
 
   fastify.delete('/mcp', shared, async (request, reply) => {
     checkProtocolVersion(request.headers['mcp-protocol-version'])
+    authorization.authorize(request, [])
     const id = sessionIdOf(request)
-    if (id === undefined || !await cache.delete(id)) throw new SessionNotFoundError()
+    if (id === undefined || !await cache.delete(id, request.principal?.id)) throw new SessionNotFoundError()
     return reply.code(200).send()
   })
 

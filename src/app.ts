@@ -13,11 +13,13 @@ import sessionStore, { type SessionStorePluginOptions } from '../plugins/session
 import mcpFeatures from '../plugins/mcp-features.js'
 import calculator from '../plugins/calculator.js'
 import conformanceFixtures from '../plugins/conformance-fixtures.js'
+import authorization from '../plugins/authorization.js'
 import mcpSessions from '../plugins/mcp-sessions.js'
 import rateLimit from '../plugins/rate-limit.js'
 import mcpRoutes from '../routes/mcp.js'
 import healthRoutes from '../routes/health.js'
 import metricsRoutes from '../routes/metrics.js'
+import oauthMetadataRoutes from '../routes/oauth-metadata.js'
 
 export type AppOptions = ConfigPluginOptions & SessionStorePluginOptions
 
@@ -27,7 +29,8 @@ export type AppOptions = ConfigPluginOptions & SessionStorePluginOptions
  *   config -> error boundary -> request log -> load shedding -> CORS -> connection limits
  *   -> metrics registry -> Redis
  *   -> session store and bus -> feature registry -> calculator (-> conformance fixtures)
- *   -> sessions (dispatcher, transport cache) -> rate limit -> /mcp, /health, /metrics.
+ *   -> authorization -> sessions (dispatcher, transport cache) -> rate limit
+ *   -> /mcp, /health, /metrics, /.well-known/oauth-protected-resource.
  * Shutdown, in one place: `preClose` ends GET streams (clients resume them on another node) while
  * requests in flight finish; then `onClose` closes live sessions on this node, the bus and the
  * store (which keeps every session), and Redis last.
@@ -45,11 +48,13 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(mcpFeatures)
   await fastify.register(calculator)
   if (fastify.config.CONFORMANCE_FIXTURES) await fastify.register(conformanceFixtures)
+  await fastify.register(authorization)
   await fastify.register(mcpSessions)
   await fastify.register(rateLimit)
   await fastify.register(mcpRoutes)
   await fastify.register(healthRoutes)
   await fastify.register(metricsRoutes)
+  await fastify.register(oauthMetadataRoutes)
 }
 
 /**

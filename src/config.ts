@@ -41,6 +41,14 @@ export const ConfigSchema = Type.Object({
   KEEPALIVE_MS: Integer({ default: 15_000, minimum: 1000, maximum: 600_000, description: 'milliseconds between SSE keepalive comments' }),
   SAMPLE_TOOL_NAME: Type.String({ default: '', pattern: '^([A-Za-z0-9_.-]{1,64})?$', description: 'name of an extra echo tool, 1-64 of A-Z a-z 0-9 _ . -' }),
   CONFORMANCE_FIXTURES: Type.Boolean({ default: false, description: 'true to add the fixtures of the official MCP conformance suite' }),
+  AUTH_ISSUER: Type.String({ default: '', pattern: '^(https?://\\S+)?$', description: 'issuer URL of the OAuth 2.1 authorization server whose access tokens are required (empty: no authorization)' }),
+  PUBLIC_URL: Type.String({ default: '', pattern: '^(https?://\\S+)?$', description: 'the MCP endpoint\'s URL as clients see it, e.g. https://mcp.example.com/mcp (required with AUTH_ISSUER)' }),
+  AUTH_AUDIENCE: Type.String({ default: '', description: 'audience access tokens must name (default PUBLIC_URL)' }),
+  AUTH_ALGORITHMS: Type.String({ default: 'ES256,ES384,PS256,RS256,EdDSA', pattern: '^(ES256|ES384|ES512|PS256|PS384|PS512|RS256|RS384|RS512|EdDSA)(,(ES256|ES384|ES512|PS256|PS384|PS512|RS256|RS384|RS512|EdDSA))*$', description: 'comma-separated JWS algorithms accepted on access tokens (asymmetric only)' }),
+  AUTH_TOKEN_TYPE: Type.String({ default: 'at+jwt', pattern: '^[\\x21-\\x7E]{0,64}$', description: 'JWT typ header access tokens must carry (RFC 9068 at+jwt); empty accepts any' }),
+  AUTH_CLOCK_TOLERANCE_SECONDS: Integer({ default: 5, minimum: 0, maximum: 300, description: 'seconds of clock skew allowed on exp and nbf' }),
+  AUTH_FAILURE_LIMIT: Integer({ default: 30, minimum: 1, maximum: 100_000_000, description: 'refused access tokens per rate-limit window per client address before it gets 429' }),
+  AUTH_DISABLED: Type.Boolean({ default: false, description: 'true to serve without authorization on a non-loopback HOST' }),
   NODE_ID: Type.String({ default: '', pattern: '^[\\x21-\\x7E]{0,64}$', description: 'name of this node in X-Served-By and logs; defaults to hostname-pid' })
 })
 
@@ -66,7 +74,24 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
   }
   const result = config as Config
   if (result.HEADERS_TIMEOUT_MS > result.REQUEST_TIMEOUT_MS) throw new ConfigError(`Invalid HEADERS_TIMEOUT_MS=${result.HEADERS_TIMEOUT_MS}: expected at most REQUEST_TIMEOUT_MS (${result.REQUEST_TIMEOUT_MS})`)
+  if (result.AUTH_ISSUER !== '') {
+    if (result.PUBLIC_URL === '') throw new ConfigError('PUBLIC_URL is required with AUTH_ISSUER: the MCP endpoint\'s URL as clients see it, e.g. https://mcp.example.com/mcp')
+    if (result.AUTH_DISABLED) throw new ConfigError('AUTH_DISABLED=true and AUTH_ISSUER contradict each other: set one')
+    if (result.AUTH_AUDIENCE === '') result.AUTH_AUDIENCE = result.PUBLIC_URL
+  } else if (!isLoopback(result.HOST) && !result.AUTH_DISABLED) {
+    throw new ConfigError(`Refusing to serve HOST=${result.HOST} without authorization: set AUTH_ISSUER and PUBLIC_URL, or AUTH_DISABLED=true to serve it open`)
+  }
   if (result.NODE_ID === '') result.NODE_ID = `${hostname()}-${process.pid}`
   if (result.REDIS_CLUSTER_NODES !== '') result.USE_REDIS = true
   return result
+}
+
+/** Whether an address to listen on is reachable from this machine only. */
+export function isLoopback (host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127(\.\d{1,3}){3}$/.test(host)
+}
+
+/** How requests are authorized: `jwt` (AUTH_ISSUER's access tokens), `open` (loopback only) or `disabled` (open by choice). */
+export function authMode (config: Config): 'jwt' | 'open' | 'disabled' {
+  return config.AUTH_ISSUER !== '' ? 'jwt' : config.AUTH_DISABLED ? 'disabled' : 'open'
 }

@@ -84,6 +84,30 @@ export class RateLimitedError extends McpHttpError {
   }
 }
 
+/**
+ * 401: no access token, or one that does not verify. `challenge` is the WWW-Authenticate value
+ * (RFC 6750 and RFC 9728: where the resource's metadata is, the scopes to ask for, the error).
+ */
+export class UnauthorizedError extends McpHttpError {
+  constructor (message: string, challenge: string) {
+    super(`Unauthorized: ${message}`, 401, RpcCode.ServerError, { 'www-authenticate': challenge })
+  }
+}
+
+/** 403: a valid token without every scope the request needs; `challenge` names them all. */
+export class InsufficientScopeError extends McpHttpError {
+  constructor (needed: readonly string[], challenge: string) {
+    super(`Forbidden: this request needs the scopes ${needed.join(' ')}`, 403, RpcCode.ServerError, { 'www-authenticate': challenge })
+  }
+}
+
+export class AuthorizationServerUnavailableError extends McpHttpError {
+  constructor (cause?: unknown) {
+    super('Service Unavailable: the authorization server\'s keys cannot be fetched', 503, RpcCode.ServerError, { 'retry-after': '5' })
+    this.cause = cause
+  }
+}
+
 export class StorageUnavailableError extends McpHttpError {
   constructor (cause?: unknown) {
     super('Service Unavailable: session storage is unreachable', 503, RpcCode.ServerError, { 'retry-after': '1' })

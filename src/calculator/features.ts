@@ -78,6 +78,10 @@ export interface CalculatorOptions {
   onCalculated? (operation: string, count: number): void
 }
 
+/** OAuth scopes, when access tokens are required: every tool, resource and prompt needs `calculator:use`; clearing the history also `calculator:admin`. */
+const USE = ['calculator:use'] as const
+const ADMIN = ['calculator:use', 'calculator:admin'] as const
+
 /**
  * Registers the calculator's tools, resources and prompts. Its state per session is one history log
  * and one counter set, kept through the scope's generic state.
@@ -110,6 +114,7 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
 
   calculator.addTool({
     name: 'calculate',
+    scopes: USE,
     title: 'Calculate',
     description: 'Applies add, subtract, multiply, divide, power or modulo to two numbers and records the result in this session\'s history. With stream: true and a progress token, reports progress.',
     inputSchema: Type.Object({ ...BinaryInput.properties, stream: Type.Optional(Type.Boolean({ description: 'Report progress while calculating' })) }),
@@ -128,6 +133,7 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
 
   calculator.addTool({
     name: 'batch_calculate',
+    scopes: USE,
     title: 'Batch calculate',
     description: `Runs 1 to ${MAX_BATCH} calculations; the successes are recorded together, each failure is reported with its index.`,
     inputSchema: Type.Object({
@@ -178,6 +184,7 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
 
   calculator.addTool({
     name: 'advanced_calculate',
+    scopes: USE,
     title: 'Advanced calculate',
     description: 'Applies factorial, sqrt, log (base 10 or base), ln, sin, cos, tan (radians) or abs to one number and records the result.',
     inputSchema: Type.Object({
@@ -198,6 +205,7 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
 
   calculator.addTool({
     name: 'demo_progress',
+    scopes: USE,
     title: 'Progress demonstration',
     description: `Counts through 1 to ${MAX_PROGRESS_STEPS} steps of ${PROGRESS_STEP_MS} ms, reporting progress after each when the client sent a progress token.`,
     inputSchema: Type.Object({ steps: Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_PROGRESS_STEPS, default: 5, description: `Number of steps, 1 to ${MAX_PROGRESS_STEPS}` })) }),
@@ -216,6 +224,7 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
 
   calculator.addTool({
     name: 'get_history',
+    scopes: USE,
     title: 'Get history',
     description: 'Returns this session\'s most recent calculations, oldest first.',
     inputSchema: Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, description: 'How many of the newest entries, 1 to 1000 (default 10)' })) }),
@@ -233,6 +242,7 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
 
   calculator.addTool({
     name: 'clear_history',
+    scopes: ADMIN,
     title: 'Clear history',
     description: 'Deletes every entry of this session\'s calculation history, after asking for confirmation when the client supports elicitation. Per-operation statistics are kept.',
     inputSchema: Type.Object({}),
@@ -257,6 +267,7 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
 
   calculator.addTool({
     name: 'memory_store',
+    scopes: USE,
     title: 'Memory store',
     description: 'Keeps one number in this session\'s memory (like a calculator\'s M key), replacing the one before.',
     inputSchema: Type.Object({ value: Type.Number({ description: 'The number to keep' }) }),
@@ -270,6 +281,7 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
 
   calculator.addTool({
     name: 'memory_recall',
+    scopes: USE,
     title: 'Memory recall',
     description: 'Returns the number kept in this session\'s memory by memory_store.',
     inputSchema: Type.Object({}),
@@ -285,6 +297,7 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
   if (options.sampleToolName !== undefined && options.sampleToolName !== '') {
     calculator.addTool({
       name: options.sampleToolName,
+      scopes: USE,
       title: 'Echo',
       description: 'Echoes its value back.',
       inputSchema: Type.Object({ value: Type.String({ maxLength: 10_000, description: 'Text to echo' }) }),
@@ -300,6 +313,7 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
   calculator.addResource({
     uri: 'calculator://constants',
     name: 'constants',
+    scopes: USE,
     title: 'Mathematical constants',
     description: 'π, e, φ and other constants with their values',
     mimeType: 'application/json',
@@ -308,6 +322,7 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
   calculator.addResource({
     uri: HISTORY_URI,
     name: 'history',
+    scopes: USE,
     title: 'Calculation history',
     description: 'This session\'s calculations, oldest first; subscribe to hear of changes',
     mimeType: 'application/json',
@@ -316,6 +331,7 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
   calculator.addResource({
     uri: 'calculator://stats',
     name: 'stats',
+    scopes: USE,
     title: 'Calculation statistics',
     description: 'This session\'s calculations counted per operation',
     mimeType: 'application/json',
@@ -328,6 +344,7 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
   calculator.addResource({
     uri: 'session://info',
     name: 'session-info',
+    scopes: USE,
     title: 'Session information',
     description: 'This session: created, last activity, requests, calculations, protocol version and client',
     mimeType: 'application/json',
@@ -351,6 +368,7 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
   calculator.addResource({
     uri: 'formulas://library',
     name: 'formulas',
+    scopes: USE,
     title: 'Formula library',
     description: 'Common formulas with their meaning',
     mimeType: 'application/json',
@@ -359,6 +377,7 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
   calculator.addResourceTemplate({
     uriTemplate: 'calculator://history/{calculationId}',
     name: 'calculation',
+    scopes: USE,
     title: 'One calculation',
     description: 'A calculation of this session by the id the tools return',
     mimeType: 'application/json',
@@ -389,6 +408,7 @@ const userPrompt = (description: string, text: string) => ({
 function registerPrompts (calculator: Feature): void {
   calculator.addPrompt({
     name: 'explain-calculation',
+    scopes: USE,
     title: 'Explain a calculation',
     description: 'Asks for an explanation of an operation at a chosen level',
     arguments: [
@@ -400,6 +420,7 @@ function registerPrompts (calculator: Feature): void {
   })
   calculator.addPrompt({
     name: 'generate-problems',
+    scopes: USE,
     title: 'Generate practice problems',
     description: 'Asks for practice problems on a topic',
     arguments: [
@@ -415,6 +436,7 @@ function registerPrompts (calculator: Feature): void {
   })
   calculator.addPrompt({
     name: 'solve_math_problem',
+    scopes: USE,
     title: 'Solve a math problem',
     description: 'Asks for the solution of a problem, using the calculator tools for arithmetic',
     arguments: [
@@ -426,6 +448,7 @@ function registerPrompts (calculator: Feature): void {
   })
   calculator.addPrompt({
     name: 'explain_formula',
+    scopes: USE,
     title: 'Explain a formula',
     description: 'Asks for an explanation of a formula from the library or any other',
     arguments: [
@@ -441,6 +464,7 @@ function registerPrompts (calculator: Feature): void {
   })
   calculator.addPrompt({
     name: 'calculator_assistant',
+    scopes: USE,
     title: 'Calculator assistant',
     description: 'Starts a conversation with an assistant that uses this server\'s tools',
     arguments: [{ name: 'query', description: 'What you want to work out', required: true }],

@@ -99,6 +99,8 @@ export interface ToolDefinition<I extends TObject = TObject, O extends TObject |
   inputSchema: I
   outputSchema?: O
   annotations: ToolAnnotations
+  /** OAuth scopes a caller's access token must hold to call the tool, when tokens are required. */
+  scopes?: readonly string[]
   /**
    * Runs the tool with arguments already checked against `inputSchema`.
    * Throws ToolInputError for failures the caller should see as `isError` results.
@@ -112,6 +114,8 @@ export interface ResourceDefinition {
   title: string
   description: string
   mimeType: string
+  /** OAuth scopes needed to read it, when tokens are required. */
+  scopes?: readonly string[]
   /** Text, or bytes sent as a base64 blob. */
   read (context: FeatureContext): Promise<string | Uint8Array>
 }
@@ -122,6 +126,8 @@ export interface ResourceTemplateDefinition {
   title: string
   description: string
   mimeType: string
+  /** OAuth scopes needed to read a resource of the template, when tokens are required. */
+  scopes?: readonly string[]
   /** Returns undefined when nothing exists at the URI. */
   read (context: FeatureContext, variables: Record<string, string>): Promise<string | Uint8Array | undefined>
   /** Values for a template variable that start with `prefix`. */
@@ -141,6 +147,8 @@ export interface PromptDefinition {
   title: string
   description: string
   arguments: PromptArgumentDefinition[]
+  /** OAuth scopes needed to get it, when tokens are required. */
+  scopes?: readonly string[]
   get (args: Record<string, string>): GetPromptResult
 }
 
@@ -180,6 +188,7 @@ export class FeatureRegistry {
   readonly #templates: RegisteredTemplate[] = []
   readonly #prompts = new Map<string, PromptDefinition>()
   #toolList?: object[]
+  #scopes?: { base: readonly string[], all: readonly string[] }
 
   /** A handle for one feature to add what it serves; `name` becomes the logger of its log messages. */
   feature (name: string): Feature {
@@ -189,19 +198,57 @@ export class FeatureRegistry {
         if (this.#tools.has(definition.name)) throw new Error(`Tool ${definition.name} is registered twice`)
         this.#tools.set(definition.name, { feature: name, definition: definition as unknown as ToolDefinition, check: TypeCompiler.Compile(definition.inputSchema) })
         this.#toolList = undefined
+        this.#scopes = undefined
       },
       addResource: definition => {
         if (this.#resources.has(definition.uri)) throw new Error(`Resource ${definition.uri} is registered twice`)
         this.#resources.set(definition.uri, { feature: name, definition })
+        this.#scopes = undefined
       },
       addResourceTemplate: definition => {
         this.#templates.push({ feature: name, definition, template: new UriTemplate(definition.uriTemplate) })
+        this.#scopes = undefined
       },
       addPrompt: definition => {
         if (this.#prompts.has(definition.name)) throw new Error(`Prompt ${definition.name} is registered twice`)
         this.#prompts.set(definition.name, definition)
+        this.#scopes = undefined
       }
     }
+  }
+
+  /**
+   * The OAuth scopes declared: `all` of them, and the `base` ones that every tool, resource and
+   * prompt declaring scopes requires (what any use of the server needs).
+   */
+  get scopes (): { base: readonly string[], all: readonly string[] } {
+    if (this.#scopes === undefined) {
+      const declared = [
+        ...[...this.#tools.values()].map(t => t.definition.scopes),
+        ...[...this.#resources.values()].map(r => r.definition.scopes),
+        ...this.#templates.map(t => t.definition.scopes),
+        ...[...this.#prompts.values()].map(p => p.scopes)
+      ].filter(scopes => scopes !== undefined && scopes.length > 0) as Array<readonly string[]>
+      const all = [...new Set(declared.flat())]
+      this.#scopes = { base: all.filter(scope => declared.every(scopes => scopes.includes(scope))), all }
+    }
+    return this.#scopes
+  }
+
+  /**
+   * The scopes a request needs: the base scopes, and those declared by the tool, resource or
+   * prompt it names. A name nothing is registered under needs the base scopes (and gets its error
+   * from the dispatcher).
+   */
+  scopesFor (method: string, params: Record<string, unknown> | undefined): readonly string[] {
+    const { base } = this.scopes
+    let declared: readonly string[] | undefined
+    if (method === 'tools/call' && typeof params?.name === 'string') declared = this.#tools.get(params.name)?.definition.scopes
+    else if (method === 'prompts/get' && typeof params?.name === 'string') declared = this.#prompts.get(params.name)?.scopes
+    else if ((method === 'resources/read' || method === 'resources/subscribe') && typeof params?.uri === 'string') {
+      declared = this.#resources.get(params.uri)?.definition.scopes ?? this.matchTemplate(params.uri)?.registered.definition.scopes
+    }
+    return declared === undefined ? base : [...new Set([...base, ...declared])]
   }
 
   tool (name: string): RegisteredTool | undefined { return this.#tools.get(name) }

@@ -66,8 +66,8 @@ export class MemorySessionStore implements SessionStore {
     })
   }
 
-  async touch (id: string): Promise<Touched | undefined> {
-    const slot = this.#live(id)
+  async touch (id: string, _known?: SessionRecord, principal?: string): Promise<Touched | undefined> {
+    const slot = this.#owned(id, principal)
     if (slot === undefined) return undefined
     const now = Date.now()
     slot.record.requestCount++
@@ -82,8 +82,8 @@ export class MemorySessionStore implements SessionStore {
     return this.#live(id)?.record
   }
 
-  async delete (id: string): Promise<boolean> {
-    return this.#slots.delete(id)
+  async delete (id: string, principal?: string): Promise<boolean> {
+    return this.#owned(id, principal) !== undefined && this.#slots.delete(id)
   }
 
   async setLogLevel (id: string, level: LogLevel): Promise<void> {
@@ -247,6 +247,12 @@ export class MemorySessionStore implements SessionStore {
       return undefined
     }
     return slot
+  }
+
+  /** A live session, unless `principal` is given and the session is not its own. */
+  #owned (id: string, principal?: string): Slot | undefined {
+    const slot = this.#live(id)
+    return slot === undefined || (principal !== undefined && (slot.record.principal ?? '') !== principal) ? undefined : slot
   }
 
   #sweep (): void {

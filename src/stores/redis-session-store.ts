@@ -69,8 +69,8 @@ end`
 
 const SCRIPTS = {
   /**
-   * KEYS s e f c; ARGV now expireMs full(0|1) refreshEveryMs windowMs. Counts a request in the
-   * record and in the rate-limit window. Every refreshEveryMs at most, it slides every key's expiry
+   * KEYS s e f c; ARGV now expireMs full(0|1) refreshEveryMs windowMs principal. Counts a request
+   * in the record and in the rate-limit window (with a principal, only of a session it opened). Every refreshEveryMs at most, it slides every key's expiry
    * (to expireMs: the TTL plus refreshEveryMs, so a session lives at least the TTL after its last
    * request) and says the session is due for re-indexing in mcp:sessions. Returns that, the
    * window's hits and milliseconds left, then the whole record (full) or only the fields other
@@ -79,8 +79,8 @@ const SCRIPTS = {
   mcpTouch: {
     keys: 4,
     lua: `
-local state = redis.call('HMGET', KEYS[1], 'requestCount', 'indexedAt', 'rateStart', 'rateHits', 'logLevel', 'subscriptions', 'streamNode')
-if not state[1] then return false end
+local state = redis.call('HMGET', KEYS[1], 'requestCount', 'indexedAt', 'rateStart', 'rateHits', 'logLevel', 'subscriptions', 'streamNode', 'principal')
+if not state[1] or (ARGV[6] ~= '' and ARGV[6] ~= (state[8] or '')) then return false end
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[5])
 local count = tonumber(state[1]) + 1
@@ -106,6 +106,13 @@ redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1`
+  },
+  /** KEYS s e f c; ARGV principal. Deletes a session's keys (with a principal, only of a session it opened); returns how many there were. */
+  mcpDelete: {
+    keys: 4,
+    lua: `
+if ARGV[1] ~= '' and ARGV[1] ~= (redis.call('HGET', KEYS[1], 'principal') or '') then return 0 end
+return redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[4])`
   },
   /** KEYS s; ARGV field value. Sets a field of a live session only. */
   mcpSetField: {
@@ -299,6 +306,7 @@ function toRecord (fields: string[]): SessionRecord {
   if (hash.logLevel !== undefined) record.logLevel = hash.logLevel as LogLevel
   if (hash.streamNode !== undefined) record.streamNode = hash.streamNode
   if (hash.streamUntil !== undefined) record.streamUntil = Number(hash.streamUntil)
+  if (hash.principal !== undefined) record.principal = hash.principal
   return record
 }
 
@@ -349,7 +357,8 @@ export class RedisSessionStore implements SessionStore {
       'indexedAt', record.lastActivityAt,
       'rateStart', record.createdAt,
       'rateHits', 0,
-      ...(record.logLevel === undefined ? [] : ['logLevel', record.logLevel])
+      ...(record.logLevel === undefined ? [] : ['logLevel', record.logLevel]),
+      ...(record.principal === undefined ? [] : ['principal', record.principal])
     ]
     await this.#run('create', async () => {
       await this.#redis.mcpCreate(...keys(record.id), this.#expireMs, ...fields)
@@ -357,9 +366,9 @@ export class RedisSessionStore implements SessionStore {
     })
   }
 
-  async touch (id: string, known?: SessionRecord): Promise<Touched | undefined> {
+  async touch (id: string, known?: SessionRecord, principal = ''): Promise<Touched | undefined> {
     const now = Date.now()
-    const reply = await this.#run('touch', () => this.#redis.mcpTouch(...keys(id), now, this.#expireMs, known === undefined ? '1' : '0', this.#refreshEveryMs, this.#rateWindowMs)) as [number, number, number, Array<string | null>] | null
+    const reply = await this.#run('touch', () => this.#redis.mcpTouch(...keys(id), now, this.#expireMs, known === undefined ? '1' : '0', this.#refreshEveryMs, this.#rateWindowMs, principal)) as [number, number, number, Array<string | null>] | null
     if (reply === null) return undefined
     const [reindex, hits, resetMs, fields] = reply
     // The index only counts live sessions, so it may lag activity by refreshEveryMs; not awaited.
@@ -372,6 +381,7 @@ export class RedisSessionStore implements SessionStore {
       lastActivityAt: now,
       protocolVersion: known.protocolVersion,
       initializeParams: known.initializeParams,
+      ...(known.principal !== undefined && { principal: known.principal }),
       subscriptions: JSON.parse(subscriptions ?? '[]'),
       requestCount: Number(requestCount)
     }
@@ -386,12 +396,10 @@ export class RedisSessionStore implements SessionStore {
     return toRecord(Object.entries(hash).flat())
   }
 
-  async delete (id: string): Promise<boolean> {
+  async delete (id: string, principal = ''): Promise<boolean> {
     return this.#run('delete', async () => {
-      const [removed] = await Promise.all([
-        this.#redis.unlink(...keys(id)),
-        this.#redis.zrem(SESSIONS, id)
-      ])
+      const removed = await this.#redis.mcpDelete(...keys(id), principal) as number
+      if (removed > 0) await this.#redis.zrem(SESSIONS, id)
       return removed > 0
     })
   }

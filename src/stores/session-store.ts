@@ -27,6 +27,11 @@ export interface SessionRecord {
   streamNode?: string
   /** Until when (ms since the epoch) that node's lease runs, unless it renews it. */
   streamUntil?: number
+  /**
+   * The principal (a digest of issuer and subject) that opened the session, when access tokens
+   * are required: requests of anyone else find no session.
+   */
+  principal?: string
 }
 
 export type StreamClaim = 'open' | 'resume' | 'renew' | 'release'
@@ -110,12 +115,13 @@ export interface SessionStore extends ScopeStore {
    * Counts one request (in the session's record and its rate-limit window), slides the expiry of
    * the session and everything in its scope, and returns it; undefined when gone. With `known`,
    * the record as this node last read it, only what other nodes may have changed is read back.
+   * With `principal`, a session opened by another principal (or by none) is not touched: undefined.
    */
-  touch (id: string, known?: SessionRecord): Promise<Touched | undefined>
+  touch (id: string, known?: SessionRecord, principal?: string): Promise<Touched | undefined>
   /** Reads a session without counting a request. */
   get (id: string): Promise<SessionRecord | undefined>
-  /** Ends a session and everything in its scope; false when it did not exist. */
-  delete (id: string): Promise<boolean>
+  /** Ends a session and everything in its scope; false when it did not exist (or, with `principal`, is another's). */
+  delete (id: string, principal?: string): Promise<boolean>
   setLogLevel (id: string, level: LogLevel): Promise<void>
   setSubscription (id: string, uri: string, subscribed: boolean): Promise<void>
   /**

@@ -89,7 +89,7 @@ export class SessionCache {
    * Returns the JSON-RPC response; params that are not an initialize request's get an error and no session.
    * @throws {StorageUnavailableError} when the store cannot be written.
    */
-  async initialize (request: JSONRPCRequest): Promise<{ sessionId?: string, response: JSONRPCMessage }> {
+  async initialize (request: JSONRPCRequest, principal?: string): Promise<{ sessionId?: string, response: JSONRPCMessage }> {
     let result: InitializeResult
     try {
       result = initializeResult(request.params, this.#serverInfo)
@@ -107,7 +107,8 @@ export class SessionCache {
       // Only what rebuilding the session needs, each part bounded by initializeResult.
       initializeParams: { protocolVersion, capabilities, clientInfo: { name: clientInfo.name, version: clientInfo.version } },
       subscriptions: [],
-      requestCount: 1
+      requestCount: 1,
+      ...(principal !== undefined && { principal })
     }
     await this.#services.store.create(record)
     this.#live.set(record.id, this.#connect(record))
@@ -118,23 +119,25 @@ export class SessionCache {
   /**
    * Counts a request for session `id` in the store (and in its rate-limit window) and reads back
    * its record; `acquire` takes the result. Started as a request arrives, it is the request's one
-   * store round trip before the tools run. A session live here is read back in part only.
+   * store round trip before the tools run. A session live here is read back in part only. With
+   * `principal`, only a session that principal opened is found.
    * @throws {StorageUnavailableError} when the store cannot be reached.
    */
-  touch (id: string): Promise<Touched | undefined> {
-    return this.#services.store.touch(id, this.#live.peek(id)?.server.record)
+  touch (id: string, principal?: string): Promise<Touched | undefined> {
+    return this.#services.store.touch(id, this.#live.peek(id)?.server.record, principal)
   }
 
   /**
    * The live session for `id`, given its `touch`, leased to the caller, who must `release()` its
    * transport once it has handed over its messages; rebuilt here when this node does not hold it.
-   * Undefined when the session expired, was deleted or never existed.
+   * Undefined when the session expired, was deleted, never existed or is another principal's.
    * @throws {StorageUnavailableError} when the store cannot be reached.
    */
-  async acquire (id: string, touching = this.touch(id)): Promise<LiveSession | undefined> {
+  async acquire (id: string, touching = this.touch(id), principal?: string): Promise<LiveSession | undefined> {
     const touched = await touching
     if (touched === undefined) {
-      this.#live.delete(id)
+      // Gone; but another principal asking for it is no reason to drop it here.
+      if (this.#owns(id, principal)) this.#live.delete(id)
       return undefined
     }
     const { record } = touched
@@ -155,6 +158,12 @@ export class SessionCache {
     this.#live.set(record.id, rebuilt)
     this.#options.onRebuilt?.()
     return rebuilt
+  }
+
+  /** Whether `principal` (when given) opened the session as this node holds it, or the node holds none. */
+  #owns (id: string, principal?: string): boolean {
+    const live = this.#live.peek(id) ?? this.#pinned.get(id)
+    return principal === undefined || live === undefined || live.server.record.principal === principal
   }
 
   /** A pinned session, back in the cache. */
@@ -198,8 +207,9 @@ export class SessionCache {
    * Ends a session in the store (for every node) and here; false when it did not exist.
    * @throws {StorageUnavailableError} when the store cannot be reached.
    */
-  async delete (id: string): Promise<boolean> {
-    const existed = await this.#services.store.delete(id)
+  async delete (id: string, principal?: string): Promise<boolean> {
+    const existed = await this.#services.store.delete(id, principal)
+    if (!existed && !this.#owns(id, principal)) return false
     this.#live.delete(id)
     const pinned = this.#pinned.get(id)
     if (pinned !== undefined) {
