@@ -64,7 +64,8 @@ export default fp(async function authorization (fastify) {
     audience: config.AUTH_AUDIENCE,
     algorithms: config.AUTH_ALGORITHMS.split(','),
     tokenType: config.AUTH_TOKEN_TYPE,
-    clockToleranceSeconds: config.AUTH_CLOCK_TOLERANCE_SECONDS
+    clockToleranceSeconds: config.AUTH_CLOCK_TOLERANCE_SECONDS,
+    ...(config.AUTH_METADATA_URL !== '' && { metadataUrl: config.AUTH_METADATA_URL })
   })
   const resource = new URL(config.PUBLIC_URL)
   const path = resource.pathname === '/' ? '' : resource.pathname.replace(/\/$/, '')

@@ -43,6 +43,7 @@ export const ConfigSchema = Type.Object({
   CONFORMANCE_FIXTURES: Type.Boolean({ default: false, description: 'true to add the fixtures of the official MCP conformance suite' }),
   AUTH_ISSUER: Type.String({ default: '', pattern: '^(https?://\\S+)?$', description: 'issuer URL of the OAuth 2.1 authorization server whose access tokens are required (empty: no authorization)' }),
   PUBLIC_URL: Type.String({ default: '', pattern: '^(https?://\\S+)?$', description: 'the MCP endpoint\'s URL as clients see it, e.g. https://mcp.example.com/mcp (required with AUTH_ISSUER)' }),
+  AUTH_METADATA_URL: Type.String({ default: '', pattern: '^(https?://\\S+)?$', description: 'where to fetch AUTH_ISSUER\'s metadata when the issuer URL is not reachable from the server (a container network, say); it must still name AUTH_ISSUER' }),
   AUTH_AUDIENCE: Type.String({ default: '', description: 'audience access tokens must name (default PUBLIC_URL)' }),
   AUTH_ALGORITHMS: Type.String({ default: 'ES256,ES384,PS256,RS256,EdDSA', pattern: '^(ES256|ES384|ES512|PS256|PS384|PS512|RS256|RS384|RS512|EdDSA)(,(ES256|ES384|ES512|PS256|PS384|PS512|RS256|RS384|RS512|EdDSA))*$', description: 'comma-separated JWS algorithms accepted on access tokens (asymmetric only)' }),
   AUTH_TOKEN_TYPE: Type.String({ default: 'at+jwt', pattern: '^[\\x21-\\x7E]{0,64}$', description: 'JWT typ header access tokens must carry (RFC 9068 at+jwt); empty accepts any' }),

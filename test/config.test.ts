@@ -1,5 +1,5 @@
 import { test } from 'tap'
-import { loadConfig } from '../src/config.js'
+import { authMode, loadConfig } from '../src/config.js'
 import { ConfigError } from '../src/errors.js'
 
 test('defaults suit one laptop', async t => {
@@ -26,4 +26,20 @@ test('a bad value stops the boot with one line naming the variable', async t => 
   t.throws(() => loadConfig({ REDIS_URL: 'http://x' }), /^Invalid REDIS_URL="http:\/\/x": expected a redis:\/\/ or rediss:\/\/ URL/)
   t.throws(() => loadConfig({ LOG_LEVEL: 'loud' }), /^Invalid LOG_LEVEL="loud": expected one of fatal/)
   t.throws(() => loadConfig({ SAMPLE_TOOL_NAME: 'has space' }), /^Invalid SAMPLE_TOOL_NAME/)
+})
+
+test('authorization: required beyond loopback unless disabled, PUBLIC_URL with an issuer', async t => {
+  t.equal(authMode(loadConfig({})), 'open', 'loopback without an issuer runs open')
+  t.equal(authMode(loadConfig({ HOST: '::1' })), 'open')
+  t.throws(() => loadConfig({ HOST: '0.0.0.0' }), /^Refusing to serve HOST=0\.0\.0\.0 without authorization: set AUTH_ISSUER and PUBLIC_URL, or AUTH_DISABLED=true/)
+  t.throws(() => loadConfig({ HOST: '10.0.0.5' }), /AUTH_DISABLED=true/)
+  t.equal(authMode(loadConfig({ HOST: '0.0.0.0', AUTH_DISABLED: 'true' })), 'disabled')
+  t.throws(() => loadConfig({ AUTH_ISSUER: 'https://as.example.com' }), /^PUBLIC_URL is required with AUTH_ISSUER/)
+  t.throws(() => loadConfig({ AUTH_ISSUER: 'https://as.example.com', PUBLIC_URL: 'https://mcp.example.com/mcp', AUTH_DISABLED: 'true' }), /contradict/)
+  t.throws(() => loadConfig({ AUTH_ISSUER: 'not a url' }), /^Invalid AUTH_ISSUER/)
+  t.throws(() => loadConfig({ AUTH_ALGORITHMS: 'HS256' }), /^Invalid AUTH_ALGORITHMS/, 'no symmetric algorithm')
+  t.throws(() => loadConfig({ AUTH_ALGORITHMS: 'none' }), /^Invalid AUTH_ALGORITHMS/)
+  const config = loadConfig({ HOST: '0.0.0.0', AUTH_ISSUER: 'https://as.example.com', PUBLIC_URL: 'https://mcp.example.com/mcp' })
+  t.equal(authMode(config), 'jwt')
+  t.equal(config.AUTH_AUDIENCE, 'https://mcp.example.com/mcp', 'the audience defaults to PUBLIC_URL')
 })

@@ -82,6 +82,8 @@ t.test('the compose deployment, built and run: MCP through nginx, Redis outage, 
   const redisPassword = randomBytes(24).toString('hex')
   await writeFile(envFile, `REDIS_PASSWORD=${redisPassword}\nGRAFANA_ADMIN_PASSWORD=${randomBytes(12).toString('hex')}\n`, { mode: 0o600 })
   const port = await freePort()
+  const authPort = await freePort()
+  const issuerPort = await freePort()
   const project = `${PROJECT_PREFIX}${process.pid}`
   const subnet = `172.30.${100 + (process.pid % 150)}.0/24`
   const env: NodeJS.ProcessEnv = {
@@ -90,7 +92,11 @@ t.test('the compose deployment, built and run: MCP through nginx, Redis outage, 
     COMPOSE_DOCKER_CLI_BUILD: '0',
     MCP_IMAGE: APP_IMAGE,
     MCP_HTTP_PORT: String(port),
-    MCP_BACKEND_SUBNET: subnet
+    MCP_BACKEND_SUBNET: subnet,
+    MCP_AUTH_IMAGE: `${APP_IMAGE}-dev-auth`,
+    MCP_AUTH_HTTP_PORT: String(authPort),
+    MCP_AUTH_ISSUER_PORT: String(issuerPort),
+    MCP_AUTH_CLIENTS: 'ci:ci-secret:calculator:use calculator:admin'
   }
   const composeArgs = (args: string[]) => ['--env-file', envFile, '-p', project, '-f', COMPOSE_FILE, ...args]
   const compose = (args: string[], timeoutMs = 120_000) => runLogged('docker-compose', composeArgs(args), env, timeoutMs)
@@ -101,11 +107,11 @@ t.test('the compose deployment, built and run: MCP through nginx, Redis outage, 
   for (const stale of new Set(projects.filter(p => p.startsWith(PROJECT_PREFIX) && p !== project))) {
     const pid = Number(stale.slice(PROJECT_PREFIX.length))
     if (alive(pid)) continue
-    await runLogged('docker-compose', ['--env-file', envFile, '-p', stale, '-f', COMPOSE_FILE, 'down', '-v', '--remove-orphans', '-t', '1'], env, 120_000).catch(() => {})
+    await runLogged('docker-compose', ['--env-file', envFile, '-p', stale, '-f', COMPOSE_FILE, '--profile', 'auth', 'down', '-v', '--remove-orphans', '-t', '1'], env, 120_000).catch(() => {})
   }
 
   t.teardown(async () => {
-    await compose(['down', '-v', '--remove-orphans', '-t', '5']).catch(error => console.error(String(error)))
+    await compose(['--profile', 'auth', 'down', '-v', '--remove-orphans', '-t', '5']).catch(error => console.error(String(error)))
     await rm(dir, { recursive: true, force: true })
   })
 
@@ -304,6 +310,43 @@ t.test('the compose deployment, built and run: MCP through nginx, Redis outage, 
       const ids = (history.structuredContent as Structured).entries.map((e: Structured) => e.id) as string[]
       t.same([...ids].sort(), [...load.acknowledged].sort(), 'exactly the acknowledged calculations are in the history')
     }
+  })
+
+  await t.test('the auth profile: a protected deployment with its development authorization server', async t => {
+    step = performance.now()
+    await compose(['--profile', 'auth', 'build', 'auth'], 10 * 60_000)
+    const protectedBase = `http://127.0.0.1:${authPort}`
+    try {
+      await compose(['--profile', 'auth', 'up', '-d', '--no-build', 'auth', 'app-auth', 'nginx-auth'], 5 * 60_000)
+      await waitUntil('the protected deployment to answer', async () => (await fetch(`${protectedBase}/health/live`)).ok, 60_000)
+    } catch (error) {
+      const logs = await compose(['--profile', 'auth', 'logs', '--no-color', '--tail', '40', 'auth', 'app-auth']).catch(e => String(e))
+      throw new Error(`${String(error)}\n--- the containers' logs ---\n${logs}`)
+    }
+    t.comment(`auth profile up in ${seconds(step)}`)
+    const resource = `http://localhost:${authPort}/mcp`
+    const protectedMcp = new URL(`${protectedBase}/mcp`)
+
+    const refused = await post(protectedMcp, { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'ci', version: '1' } } })
+    t.equal(refused.status, 401, 'no token: 401')
+    const challenge = refused.headers.get('www-authenticate') ?? ''
+    t.match(challenge, `resource_metadata="http://localhost:${authPort}/.well-known/oauth-protected-resource/mcp"`)
+    const metadata = await (await fetch(`${protectedBase}/.well-known/oauth-protected-resource/mcp`)).json() as Structured
+    t.same(metadata.authorization_servers, [`http://localhost:${issuerPort}`], 'the metadata names the development authorization server')
+
+    const server = await (await fetch(`http://127.0.0.1:${issuerPort}/.well-known/oauth-authorization-server`)).json() as Structured
+    const granted = await fetch(server.token_endpoint, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from('ci:ci-secret').toString('base64')}` },
+      body: new URLSearchParams({ grant_type: 'client_credentials', scope: 'calculator:use', resource })
+    })
+    t.equal(granted.status, 200, 'the authorization server grants a token for the protected deployment')
+    const token = (await granted.json() as Structured).access_token as string
+    const client = new Client({ name: 'ci', version: '1' })
+    await client.connect(new StreamableHTTPClientTransport(protectedMcp, { requestInit: { headers: { authorization: `Bearer ${token}` } } }))
+    const result = await client.callTool({ name: 'calculate', arguments: { a: 6, b: 7, op: 'multiply' } })
+    t.equal((result.structuredContent as Structured).result, 42, 'the official SDK client calculates with the token')
+    await client.close()
   })
 
   t.comment(`container suite: ${seconds(started)} before teardown`)

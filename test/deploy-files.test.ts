@@ -34,9 +34,9 @@ function cleanEnv (): NodeJS.ProcessEnv {
   return env
 }
 
-/** `docker-compose config` of the whole file (monitoring profile included), as an object. */
+/** `docker-compose config` of the whole file (monitoring and auth profiles included), as an object. */
 async function composeConfig (envFile: string): Promise<any> {
-  const { stdout } = await run('docker-compose', ['--env-file', envFile, '-f', COMPOSE_FILE, '--profile', 'monitoring', 'config'], { env: cleanEnv() })
+  const { stdout } = await run('docker-compose', ['--env-file', envFile, '-f', COMPOSE_FILE, '--profile', 'monitoring', '--profile', 'auth', 'config'], { env: cleanEnv() })
   return parseYaml(stdout)
 }
 
@@ -48,7 +48,7 @@ function readEnvFile (text: string): Record<string, string> {
 test('the compose file passes a real compose parser and describes the deployment', async t => {
   await run('docker-compose', ['--env-file', ENV_EXAMPLE, '-f', COMPOSE_FILE, '--profile', 'monitoring', 'config', '-q'], { env: cleanEnv() })
   const { stdout } = await run('docker-compose', ['--env-file', ENV_EXAMPLE, '-f', COMPOSE_FILE, '--profile', 'monitoring', 'config', '--services'], { env: cleanEnv() })
-  t.same(stdout.trim().split('\n').sort(), ['app', 'grafana', 'nginx', 'prometheus', 'redis'])
+  t.same(stdout.trim().split('\n').sort(), ['app', 'app-auth', 'auth', 'grafana', 'nginx', 'nginx-auth', 'prometheus', 'redis'])
   const config = await composeConfig(ENV_EXAMPLE)
   const { app, redis, nginx } = config.services
   t.equal(app.deploy.replicas, 3)
@@ -75,7 +75,7 @@ test('every service is hardened', async t => {
       t.match(String(port.published === undefined ? port : `${port.host_ip}:${port.published}`), /^127\.0\.0\.1:/, `${name}: publishes on 127.0.0.1 only`)
     }
   }
-  t.same(Object.entries<any>(config.services).filter(([, s]) => s.ports !== undefined).map(([name]) => name).sort(), ['grafana', 'nginx', 'prometheus'],
+  t.same(Object.entries<any>(config.services).filter(([, s]) => s.ports !== undefined).map(([name]) => name).sort(), ['auth', 'grafana', 'nginx', 'nginx-auth', 'prometheus'],
     'Redis and the replicas publish no port')
   t.same(config.services.nginx.ports, ['127.0.0.1:8080:8080/tcp'])
   t.equal(config.services.nginx.user, '101:101', 'nginx runs unprivileged')
@@ -93,6 +93,22 @@ test('the networks: Redis and the replicas are internal; the replicas trust only
   t.same(Object.keys(config.services.nginx.networks).sort(), ['backend', 'edge'])
   t.ok(Object.keys(config.services.prometheus.networks).includes('backend'), 'Prometheus scrapes the replicas directly')
   t.equal(config.services.app.environment.TRUST_PROXY, subnet, 'TRUST_PROXY is the backend subnet, where nginx is')
+  t.same(Object.keys(config.services['app-auth'].networks), ['backend'])
+  t.equal(config.services['app-auth'].environment.TRUST_PROXY, subnet)
+})
+
+test('the auth profile: replicas that require the development authorization server\'s tokens', async t => {
+  const config = await composeConfig(ENV_EXAMPLE)
+  const { app, 'app-auth': protectedApp, auth, 'nginx-auth': protectedNginx } = config.services
+  t.equal(app.environment.AUTH_DISABLED, 'true', 'the default deployment is open, and says so')
+  t.equal(protectedApp.environment.AUTH_DISABLED, undefined, 'the protected replicas are not told to run open')
+  t.equal(protectedApp.environment.AUTH_ISSUER, auth.environment.AUTH_ISSUER, 'the replicas trust the development authorization server')
+  t.equal(protectedApp.environment.PUBLIC_URL, auth.environment.AUTH_RESOURCES, 'which issues tokens for their public URL')
+  t.equal(protectedApp.environment.PUBLIC_URL, 'http://localhost:8081/mcp')
+  t.same(protectedNginx.ports, ['127.0.0.1:8081:8080/tcp'])
+  t.ok(protectedNginx.volumes.some((v: string) => v.endsWith('/docker/nginx/mcp-upstreams-auth.conf:/etc/nginx/mcp-upstreams.conf:ro')), 'its load balancer sends to the protected replicas')
+  t.equal(auth.build.target, 'dev-auth')
+  t.equal(protectedApp.deploy.replicas, 3)
 })
 
 test('Redis: a password from the environment, a memory bound, no eviction, append-only', async t => {
@@ -134,8 +150,8 @@ test('the Dockerfile passes the linter and keeps its promises', async t => {
   await run(join(ROOT, 'node_modules/.bin/dockerfile-utils'), ['lint', file])
   const text = await readFile(file, 'utf8')
   const froms = [...text.matchAll(/^FROM (\S+)/gm)].map(m => m[1])
-  t.equal(froms.length, 2, 'multi-stage')
-  t.ok(froms.every(f => f?.startsWith('node:22-')), 'Node 22, the major CI also runs the suite on')
+  t.same(froms, ['node:22-bookworm-slim', 'build', 'node:22-bookworm-slim'], 'multi-stage: build, the development authorization server (from build), the runtime')
+  t.ok(froms.every(f => f === 'build' || f?.startsWith('node:22-')), 'Node 22, the major CI also runs the suite on')
   t.match(text, /npm ci --omit=dev/)
   t.match(text, /^USER node$/m)
   t.match(text, /^HEALTHCHECK .*\n.*\/health\/live'/m, 'the health check is liveness, not readiness')

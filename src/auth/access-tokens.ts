@@ -24,6 +24,8 @@ export interface AccessTokenOptions {
   /** The `typ` header required (RFC 9068: at+jwt), so an ID token is no access token; '' accepts any. */
   tokenType: string
   clockToleranceSeconds: number
+  /** Where the issuer's metadata is fetched instead of its well-known URLs (see metadataUrls). */
+  metadataUrl?: string
 }
 
 /** A token that does not verify; `message` says why in words safe to send back (no token content). */
@@ -33,6 +35,8 @@ export class InvalidTokenError extends Error {}
 export class KeysUnavailableError extends Error {}
 
 const FETCH_TIMEOUT_MS = 5000
+/** After a failed metadata lookup, requests are refused (503) for this long before the next try. */
+const RETRY_DISCOVERY_AFTER_MS = 5000
 
 /**
  * The URLs where an issuer publishes its metadata: RFC 8414 first (the well-known segment goes
@@ -92,16 +96,24 @@ export class AccessTokenVerifier {
     }
   }
 
-  /** The issuer's JWK set, found through its metadata once; a failed lookup is retried on the next request. */
+  /**
+   * The issuer's JWK set, found through its metadata once. A failed lookup is kept for
+   * RETRY_DISCOVERY_AFTER_MS, so a flood of requests while the issuer is down does not become a
+   * flood of lookups.
+   */
   #jwks (): Promise<JWTVerifyGetKey> {
-    this.#keys ??= this.#discover()
-    this.#keys.catch(() => { this.#keys = undefined })
+    if (this.#keys === undefined) {
+      const keys = this.#discover()
+      keys.catch(() => setTimeout(() => { if (this.#keys === keys) this.#keys = undefined }, RETRY_DISCOVERY_AFTER_MS).unref())
+      this.#keys = keys
+    }
     return this.#keys
   }
 
   async #discover (): Promise<JWTVerifyGetKey> {
-    const { issuer } = this.#options
-    for (const url of metadataUrls(issuer)) {
+    const { issuer, metadataUrl } = this.#options
+    const urls = metadataUrl === undefined ? metadataUrls(issuer) : [new URL(metadataUrl)]
+    for (const url of urls) {
       let metadata: { issuer?: unknown, jwks_uri?: unknown }
       try {
         const response = await fetch(url, { signal: AbortSignal.timeout(FETCH_TIMEOUT_MS), headers: { accept: 'application/json' } })
@@ -114,7 +126,7 @@ export class AccessTokenVerifier {
       if (metadata.issuer !== issuer || typeof metadata.jwks_uri !== 'string') continue
       return createRemoteJWKSet(new URL(metadata.jwks_uri), { timeoutDuration: FETCH_TIMEOUT_MS })
     }
-    throw new KeysUnavailableError(`no metadata for issuer ${issuer} at ${metadataUrls(issuer).join(' or ')}`)
+    throw new KeysUnavailableError(`no metadata for issuer ${issuer} at ${urls.join(' or ')}`)
   }
 }
 
