@@ -13,7 +13,7 @@ export default fp(async function corsPlugin (fastify) {
   await fastify.register(cors, {
     origin: (origin, callback) => callback(null, origin !== undefined && allowed(origin)),
     methods: ['GET', 'POST', 'DELETE', 'OPTIONS'],
-    allowedHeaders: ['content-type', 'accept', 'authorization', 'mcp-session-id', 'mcp-protocol-version', 'last-event-id'],
+    allowedHeaders: ['content-type', 'accept', 'authorization', 'mcp-session-id', 'mcp-protocol-version', 'last-event-id', 'mcp-method', 'mcp-name'],
     exposedHeaders: ['mcp-session-id', 'mcp-protocol-version', 'x-served-by', 'retry-after'],
     maxAge: 600
   })

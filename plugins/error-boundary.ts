@@ -23,7 +23,7 @@ function fromFastify (error: FastifyError, bodyLimit: number): McpHttpError | un
 }
 
 function send (reply: FastifyReply, error: McpHttpError) {
-  return reply.code(error.statusCode).headers(error.headers).send(rpcErrorBody(error.rpcCode, error.message))
+  return reply.code(error.statusCode).headers(error.headers).send(rpcErrorBody(error.rpcCode, error.message, error.rpcId ?? null, error.data))
 }
 
 /**

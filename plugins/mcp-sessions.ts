@@ -1,6 +1,11 @@
 import fp from 'fastify-plugin'
 import client from 'prom-client'
 import { Dispatcher } from '../src/mcp/dispatcher.js'
+import { randomBytes } from 'node:crypto'
+import { ScopeHandles } from '../src/mcp/features.js'
+import { ModernServer } from '../src/mcp/modern.js'
+import { RequestStateCodec } from '../src/mcp/request-state.js'
+import { Listeners } from '../src/transport/listeners.js'
 import { IdSequence } from '../src/mcp/protocol.js'
 import { SessionCache } from '../src/transport/session-cache.js'
 import { StreamBudget } from '../src/transport/session-transport.js'
@@ -11,8 +16,17 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** The live sessions of this node, rebuilt just in time from the store. */
     sessionCache: SessionCache
+    /** The 2026-07-28 revision's requests, each served on its own. */
+    modernServer: ModernServer
+    /** The subscriptions/listen streams of this node. */
+    listeners: Listeners
   }
 }
+
+/** Where the requestState key lives in Redis: made once by whichever node needs it first, shared by all. */
+const REQUEST_STATE_KEY = 'mcp:request-state-key'
+/** How long a client may take to answer an input_required result. */
+const REQUEST_STATE_TTL_MS = 10 * 60_000
 
 /**
  * The sessions of this node: the MCP dispatcher over the feature registry, and the transport cache
@@ -34,9 +48,16 @@ export default fp(async function mcpSessions (fastify) {
   const busMessages = counter(registry, 'mcp_bus_messages_total', 'Messages routed between nodes, by direction and kind', ['direction', 'kind'])
 
   const logError = (err: unknown, message: string) => fastify.log.error({ err }, message)
+  const handles = new ScopeHandles(store)
+  const serverInfo = { name: 'calculator-mcp-server', version: VERSION }
+  const streamBudget = new StreamBudget(config.MAX_STREAMS)
+  const listeners = new Listeners(bus, streamBudget, config.KEEPALIVE_MS)
+  const resourceUpdated = (uri: string) => listeners.resourceUpdated(uri)
   const dispatcher = new Dispatcher({
     features: fastify.mcpFeatures,
-    serverInfo: { name: 'calculator-mcp-server', version: VERSION },
+    handles,
+    resourceUpdated,
+    serverInfo,
     onToolCall: (tool, outcome, seconds) => {
       toolCalls.inc({ tool, outcome })
       toolDuration.observe({ tool }, seconds)
@@ -48,13 +69,13 @@ export default fp(async function mcpSessions (fastify) {
     store,
     requestIds: new IdSequence(bus.address),
     logError
-  }, { name: 'calculator-mcp-server', version: VERSION }, {
+  }, serverInfo, {
     store,
     bus,
     streamIds: new IdSequence(bus.address),
     retryMs: config.SSE_RETRY_MS,
     keepAliveMs: config.KEEPALIVE_MS,
-    streams: new StreamBudget(config.MAX_STREAMS),
+    streams: streamBudget,
     batchAnswerMaxBytes: config.BATCH_ANSWER_MAX_BYTES,
     observer: {
       streamOpened: () => streams.inc(),
@@ -76,11 +97,28 @@ export default fp(async function mcpSessions (fastify) {
   new client.Gauge({ name: 'mcp_cached_sessions', help: 'Sessions live in this node\'s transport cache', registers, collect () { this.set(cache.size) } })
   fastify.decorate('sessionCache', cache)
 
+  const requestStateKey = async (): Promise<Buffer> => {
+    if (config.REQUEST_STATE_KEY !== '') return Buffer.from(config.REQUEST_STATE_KEY)
+    if (!config.USE_REDIS) return randomBytes(32)
+    await fastify.redis.set(REQUEST_STATE_KEY, randomBytes(32).toString('base64url'), 'NX')
+    return Buffer.from((await fastify.redis.get(REQUEST_STATE_KEY))!)
+  }
+  fastify.decorate('modernServer', new ModernServer({
+    dispatcher,
+    features: fastify.mcpFeatures,
+    handles,
+    requestState: new RequestStateCodec(requestStateKey, REQUEST_STATE_TTL_MS),
+    serverInfo,
+    resourceUpdated
+  }))
+  fastify.decorate('listeners', listeners)
+
   // Node closes the connections that are idle when the server stops listening; a keep-alive
   // connection whose response ends later would hold the shutdown up until its timeout.
   let reaper: NodeJS.Timeout | undefined
   fastify.addHook('preClose', async () => {
     cache.endStreams()
+    listeners.close()
     reaper = setInterval(() => fastify.server.closeIdleConnections(), 50)
     fastify.log.info('shutting down: GET streams ended, finishing requests in flight')
   })

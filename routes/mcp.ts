@@ -1,10 +1,14 @@
 import { Transform } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import type { JSONRPCRequest } from '@modelcontextprotocol/sdk/types.js'
+import type { JSONRPCMessage, JSONRPCRequest } from '@modelcontextprotocol/sdk/types.js'
 import {
-  ForbiddenOriginError, InvalidRequestError, MethodNotAllowedError, MissingSessionIdError, PayloadTooLargeError, SessionNotFoundError,
-  ShuttingDownError
+  ForbiddenOriginError, InvalidRequestError, McpHttpError, MethodNotAllowedError, MissingSessionIdError, PayloadTooLargeError, SessionNotFoundError,
+  ShuttingDownError, TooManyStreamsError, rpcErrorBody
 } from '../src/errors.js'
+import type { ServerResponse } from 'node:http'
+import { checkEnvelope, eraOf, isModernHeader } from '../src/mcp/modern.js'
+import { MAX_URI_LENGTH } from '../src/mcp/dispatcher.js'
+import { MAX_LISTEN_SUBSCRIPTIONS } from '../src/transport/listeners.js'
 import { originMatcher } from '../src/origins.js'
 import { checkProtocolVersion, readMessages, requireAccept } from '../src/transport/http-rules.js'
 import type { LiveSession } from '../src/transport/session-cache.js'
@@ -34,6 +38,15 @@ function limited (payload: NodeJS.ReadableStream, limit: number): Transform {
   return payload.pipe(counted)
 }
 
+/** The resources a listen request subscribes to; undefined when its filter is malformed. */
+function listenFilter (notifications: unknown): string[] | undefined {
+  if (typeof notifications !== 'object' || notifications === null || Array.isArray(notifications)) return undefined
+  const resources = (notifications as { resourceSubscriptions?: unknown }).resourceSubscriptions ?? []
+  if (!Array.isArray(resources) || resources.length > MAX_LISTEN_SUBSCRIPTIONS) return undefined
+  if (!resources.every(uri => typeof uri === 'string' && uri.length <= MAX_URI_LENGTH)) return undefined
+  return resources
+}
+
 /** Whether a header value could be a session id of ours. */
 const couldBeSessionId = (id: unknown): id is string => typeof id === 'string' && id !== '' && id.length <= MAX_SESSION_ID_LENGTH
 
@@ -51,7 +64,7 @@ function sessionIdOf (request: FastifyRequest): string | undefined {
  * Starts an SSE response (with the headers hooks already set, such as CORS). A GET stream sends
  * its headers at once; a POST's leave with its first events.
  */
-function openSse (reply: FastifyReply, sessionId: string, flush: boolean) {
+function openSse (reply: FastifyReply, sessionId: string | undefined, flush: boolean) {
   reply.hijack()
   // Copied one by one: spreading both into one literal took V8's slow path.
   const headers = reply.getHeaders() as Record<string, string>
@@ -68,7 +81,7 @@ function openSse (reply: FastifyReply, sessionId: string, flush: boolean) {
  * route schema, so the hot path parses once.
  */
 export default async function mcpRoutes (fastify: FastifyInstance) {
-  const { sessionCache: cache, sessionLimits: limits, authorization, config } = fastify
+  const { sessionCache: cache, sessionLimits: limits, authorization, modernServer: modern, listeners, config } = fastify
   const originAllowed = originMatcher(config.ALLOWED_ORIGINS)
   // Only JSON bodies reach the endpoint; any other Content-Type gets 415.
   fastify.removeAllContentTypeParsers()
@@ -90,7 +103,8 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
    */
   function touchSession (request: FastifyRequest, _reply: FastifyReply, done: () => void) {
     const id = request.headers['mcp-session-id']
-    if (couldBeSessionId(id) && request.method !== 'DELETE') {
+    // 2026-07-28 requests have no session: an Mcp-Session-Id they carry is ignored.
+    if (couldBeSessionId(id) && request.method !== 'DELETE' && !isModernHeader(request.headers['mcp-protocol-version'])) {
       request.sessionTouched = cache.touch(id, request.principal?.id)
       // Awaited by the handler; a request refused before it (406) leaves it unread.
       request.sessionTouched.catch(() => {})
@@ -114,9 +128,9 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
     }
   }
 
-  /** A POST without a session id may carry SESSIONLESS_BODY_LIMIT bytes at most. */
+  /** A POST without a session id (but a 2026-07-28 request's) may carry SESSIONLESS_BODY_LIMIT bytes at most. */
   async function limitSessionless (request: FastifyRequest, _reply: FastifyReply, payload: NodeJS.ReadableStream) {
-    if (request.headers['mcp-session-id'] !== undefined) return payload
+    if (request.headers['mcp-session-id'] !== undefined || isModernHeader(request.headers['mcp-protocol-version'])) return payload
     const declared = request.headers['content-length']
     if (declared !== undefined) {
       if (Number(declared) > SESSIONLESS_BODY_LIMIT) throw new PayloadTooLargeError(SESSIONLESS_BODY_LIMIT)
@@ -128,8 +142,58 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
   // The rate limiter appends its hook after these.
   const shared = { onRequest: [verifyOrigin, authenticate, touchSession], config: { rateLimit: {} } }
 
+  /**
+   * A 2026-07-28 request: checked against its headers, authorized, answered on its own. The answer
+   * is one JSON body, or an SSE stream when the request's notifications (progress, log messages)
+   * come before it; notifications get 202.
+   */
+  async function serveModern (request: FastifyRequest, reply: FastifyReply) {
+    const { messages } = readMessages(request.body)
+    const message = messages[0] as JSONRPCRequest
+    const envelope = checkEnvelope(message, request.headers)
+    authorization.authorize(request, [message])
+    if (!('id' in message)) return reply.code(202).send()
+    if (message.method === 'subscriptions/listen') return listen(request, reply, message)
+    let raw: NodeJS.WritableStream | undefined
+    const send = (answer: JSONRPCMessage) => raw!.write(`event: message\ndata: ${JSON.stringify(answer)}\n\n`)
+    const abort = new AbortController()
+    reply.raw.once('close', () => { if (!reply.raw.writableFinished) abort.abort() })
+    let answer: JSONRPCMessage
+    try {
+      answer = await modern.answer(message, envelope, request.principal?.id, abort.signal, {
+        send: notification => {
+          raw ??= openSse(reply, undefined, true)
+          send(notification)
+        }
+      })
+    } catch (error) {
+      // Refused once the stream has begun: the refusal is its last event.
+      if (raw === undefined || !(error instanceof McpHttpError)) throw error
+      answer = rpcErrorBody(error.rpcCode, error.message, message.id, error.data) as JSONRPCMessage
+    }
+    if (raw === undefined) return answer
+    send(answer)
+    raw.end()
+    return reply
+  }
+
+  /**
+   * subscriptions/listen: a stream of the changes the client asks for (the resources it names;
+   * nothing else is offered), acknowledged first, each frame tagged with the request's id.
+   */
+  function listen (request: FastifyRequest, reply: FastifyReply, message: JSONRPCRequest) {
+    if (cache.closing) throw new ShuttingDownError()
+    const resources = listenFilter(message.params?.notifications)
+    if (resources === undefined) {
+      return { jsonrpc: '2.0', id: message.id, error: { code: -32602, message: `Invalid params: notifications must be an object; resourceSubscriptions, when given, at most ${MAX_LISTEN_SUBSCRIPTIONS} URIs` } }
+    }
+    if (!listeners.open(() => openSse(reply, undefined, true) as ServerResponse, message.id, resources)) throw new TooManyStreamsError()
+    return reply
+  }
+
   fastify.post('/mcp', { ...shared, preParsing: limitSessionless, bodyLimit: config.BODY_LIMIT_BYTES }, async (request, reply) => {
     requireAccept(request.headers.accept, POST_ACCEPT)
+    if (eraOf(request.body, request.headers['mcp-protocol-version']) === 'modern') return serveModern(request, reply)
     checkProtocolVersion(request.headers['mcp-protocol-version'])
     const { messages, batch } = readMessages(request.body)
     authorization.authorize(request, messages)

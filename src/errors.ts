@@ -6,6 +6,10 @@ export class McpHttpError extends Error {
   readonly statusCode: number
   readonly rpcCode: number
   readonly headers: Record<string, string>
+  /** The id of the request refused, when it could be read (2026-07-28 errors carry it). */
+  rpcId?: string | number
+  /** The JSON-RPC error's data. */
+  data?: unknown
 
   constructor (message: string, statusCode: number, rpcCode: number, headers: Record<string, string> = {}) {
     super(message)
@@ -154,7 +158,20 @@ export class ToolInputError extends Error {
   override name = 'ToolInputError'
 }
 
+/**
+ * 400 for a 2026-07-28 request the HTTP layer refuses, carrying its id: headers that disagree with
+ * the body (-32020), a missing client capability (-32021), an unsupported revision (-32022), a
+ * malformed `_meta` envelope (-32602).
+ */
+export class ModernRequestError extends McpHttpError {
+  constructor (rpcCode: number, message: string, id: string | number | undefined, data?: unknown, statusCode = 400) {
+    super(message, statusCode, rpcCode)
+    if (id !== undefined) this.rpcId = id
+    if (data !== undefined) this.data = data
+  }
+}
+
 /** The JSON-RPC error body sent for an error on the HTTP layer. */
-export function rpcErrorBody (code: number, message: string) {
-  return { jsonrpc: '2.0' as const, error: { code, message }, id: null }
+export function rpcErrorBody (code: number, message: string, id: string | number | null = null, data?: unknown) {
+  return { jsonrpc: '2.0' as const, error: data === undefined ? { code, message } : { code, message, data }, id }
 }

@@ -51,8 +51,22 @@ test('RedisBus on a real redis-server', { skip: needs('redis-server') }, async t
     ])
 
     const channels = nodes.map(n => `mcp:bus:${n.bus.address}`)
-    t.same((await admin.call('PUBSUB', 'CHANNELS', '*') as string[]).sort(), [...channels].sort(), 'one channel per node')
+    t.same((await admin.call('PUBSUB', 'CHANNELS', '*') as string[]).sort(), [...channels, 'mcp:broadcast'].sort(), 'one channel per node, and the broadcast channel every node hears')
     t.same(await admin.call('PUBSUB', 'NUMSUB', ...channels), channels.flatMap(c => [c, 1]), 'each with its node as the one subscriber')
+    for (const { bus } of nodes) await bus.close()
+  })
+
+  t.test('a broadcast reaches every node, the sender included, and no node\'s own inbox', async t => {
+    const nodes = await startNodes(false)
+    const heard = nodes.map(n => {
+      const messages: unknown[] = []
+      n.bus.onBroadcast(message => { messages.push(message) })
+      return messages
+    })
+    await nodes[1]!.bus.broadcast({ kind: 'updated', uri: 'calculator://histories/h-x' })
+    await eventually('every node to hear the broadcast', () => heard.every(m => m.length === 1))
+    t.same(heard, [0, 1, 2].map(() => [{ kind: 'updated', uri: 'calculator://histories/h-x' }]))
+    t.same(nodes.map(n => n.inbox), [[], [], []])
     for (const { bus } of nodes) await bus.close()
   })
 

@@ -89,7 +89,7 @@ test('a raw client that never sends MCP-Protocol-Version is served as 2025-03-26
   t.equal(deleted.status, 200)
 })
 
-test('a 2026-07-28 client gets the answer that makes it fall back to initialize', async t => {
+test('both revisions on one endpoint: a 2026-07-28 request is served on its own, initialize opens a 2025 session', async t => {
   const server = await startServer()
   t.teardown(() => server.close())
   const meta = {
@@ -97,20 +97,25 @@ test('a 2026-07-28 client gets the answer that makes it fall back to initialize'
     'io.modelcontextprotocol/clientInfo': { name: 'modern', version: '1.0.0' },
     'io.modelcontextprotocol/clientCapabilities': {}
   }
-  for (const [method, params] of [['server/discover', { _meta: meta }], ['tools/call', { name: 'calculate', arguments: { a: 1, b: 1, op: 'add' }, _meta: meta }]] as const) {
+  const modern = async (method: string, params: Record<string, unknown>) => {
     const response = await fetch(server.mcpUrl, {
       method: 'POST',
-      headers: { ...HEADERS, 'mcp-protocol-version': '2026-07-28', 'mcp-method': method, ...('name' in params && { 'mcp-name': params.name }) },
-      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params })
+      headers: { ...HEADERS, 'mcp-protocol-version': '2026-07-28', 'mcp-method': method, ...(typeof params.name === 'string' && { 'mcp-name': params.name }) },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params: { ...params, _meta: meta } })
     })
-    t.equal(response.status, 400, `${method}: 400 Bad Request`)
-    const body = await response.json()
-    // -32020 (HeaderMismatch), -32021 and -32022 (UnsupportedProtocolVersion) would mark a modern server.
-    t.notOk([-32020, -32021, -32022].includes(body.error.code), `${method}: not a modern error (${body.error.code})`)
-    t.match(body.error.message, /2025-11-25/, 'the message names the supported versions')
+    t.equal(response.headers.get('mcp-session-id'), null, `${method}: no session`)
+    return { status: response.status, body: await response.json() }
   }
-  const fallback = await post(server.mcpUrl, { jsonrpc: '2.0', id: 2, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'modern', version: '1' } } })
-  t.equal(fallback.status, 200, 'the fallback initialize works')
+  const discover = await modern('server/discover', {})
+  t.equal(discover.status, 200)
+  t.same(discover.body.result.supportedVersions, ['2026-07-28'])
+  t.equal(discover.body.result.resultType, 'complete')
+  const call = await modern('tools/call', { name: 'calculate', arguments: { a: 1, b: 1, op: 'add' } })
+  t.equal(call.body.result.structuredContent.result, 2)
+  t.equal(call.body.result.structuredContent.calculationId, undefined, 'no handle, no history: nothing stored')
+  const initialize = await post(server.mcpUrl, { jsonrpc: '2.0', id: 2, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'legacy', version: '1' } } })
+  t.equal(initialize.status, 200, 'initialize still opens a session')
+  t.type(initialize.headers.get('mcp-session-id'), 'string')
 })
 
 test('the MCP Inspector CLI lists and calls tools, reads resources and gets prompts', { skip: needs('node22') }, async t => {

@@ -5,7 +5,7 @@ import type { Transport, TransportSendOptions } from '@modelcontextprotocol/sdk/
 import { ElicitResultSchema, ErrorCode, LATEST_PROTOCOL_VERSION, type JSONRPCMessage, type RequestId } from '@modelcontextprotocol/sdk/types.js'
 import { RpcError, ToolInputError } from '../src/errors.js'
 import { Dispatcher, RESOURCE_NOT_FOUND, SERVER_CAPABILITIES, initializeResult } from '../src/mcp/dispatcher.js'
-import { FeatureRegistry, toolResult } from '../src/mcp/features.js'
+import { FeatureRegistry, ScopeHandles, toolResult } from '../src/mcp/features.js'
 import { IdSequence } from '../src/mcp/protocol.js'
 import { SessionServer } from '../src/mcp/session-server.js'
 import { MemorySessionStore } from '../src/stores/memory-session-store.js'
@@ -179,7 +179,7 @@ async function setup () {
 
   const logged: Array<{ error: unknown, message: string }> = []
   const logError = (error: unknown, message: string) => { logged.push({ error, message }) }
-  const dispatcher = new Dispatcher({ features: registry, serverInfo: { name: 'unit', version: '0' }, logError })
+  const dispatcher = new Dispatcher({ features: registry, handles: new ScopeHandles(new MemorySessionStore({ ttlSeconds: 60 })), serverInfo: { name: 'unit', version: '0' }, logError })
   const store = new MemorySessionStore({ ttlSeconds: 60 })
   const record = newRecord()
   await store.create(record)

@@ -22,7 +22,7 @@ test('the whole lifecycle with the official SDK client', async t => {
   t.type(transport.sessionId, 'string')
 
   const { tools } = await client.listTools()
-  t.same(tools.map(tool => tool.name).sort(), ['advanced_calculate', 'batch_calculate', 'calculate', 'clear_history', 'demo_progress', 'echo_sample', 'get_history', 'memory_recall', 'memory_store'])
+  t.same(tools.map(tool => tool.name).sort(), ['advanced_calculate', 'batch_calculate', 'calculate', 'clear_history', 'create_history', 'demo_progress', 'echo_sample', 'get_history', 'memory_recall', 'memory_store'])
   for (const tool of tools) {
     t.type(tool.title, 'string', `${tool.name} has a title`)
     t.type(tool.annotations?.readOnlyHint, 'boolean', `${tool.name} says whether it is read-only`)
@@ -77,7 +77,7 @@ test('the whole lifecycle with the official SDK client', async t => {
   const { resources } = await client.listResources()
   t.same(resources.map(r => r.uri).sort(), ['calculator://constants', 'calculator://history', 'calculator://stats', 'formulas://library', 'session://info'])
   const { resourceTemplates } = await client.listResourceTemplates()
-  t.same(resourceTemplates.map(r => r.uriTemplate), ['calculator://history/{calculationId}'])
+  t.same(resourceTemplates.map(r => r.uriTemplate), ['calculator://history/{calculationId}', 'calculator://histories/{history}'])
 
   const constants = await readJson(client, 'calculator://constants')
   t.equal(constants.pi.value, Math.PI)

@@ -3,7 +3,7 @@ import { test, type Test } from 'tap'
 import { Type } from '@sinclair/typebox'
 import { ElicitResultSchema, type JSONRPCMessage, type JSONRPCRequest } from '@modelcontextprotocol/sdk/types.js'
 import { Dispatcher } from '../src/mcp/dispatcher.js'
-import { FeatureRegistry, toolResult } from '../src/mcp/features.js'
+import { FeatureRegistry, ScopeHandles, toolResult } from '../src/mcp/features.js'
 import { IdSequence } from '../src/mcp/protocol.js'
 import { MemorySessionStore } from '../src/stores/memory-session-store.js'
 import type { LogSpec, SessionRecord } from '../src/stores/session-store.js'
@@ -62,7 +62,7 @@ function setup (t: Test, max = 10) {
   const logError = () => {}
   const counts = { created: 0, rebuilt: 0, deleted: 0 }
   const cache = new SessionCache(
-    { dispatcher: new Dispatcher({ features: registry, serverInfo: { name: 'unit', version: '0' }, logError }), store, requestIds: new IdSequence(bus.address), logError },
+    { dispatcher: new Dispatcher({ features: registry, handles: new ScopeHandles(store), serverInfo: { name: 'unit', version: '0' }, logError }), store, requestIds: new IdSequence(bus.address), logError },
     { name: 'unit', version: '0' },
     { store, bus, streamIds: new IdSequence(bus.address), retryMs: 1000, keepAliveMs: 0, batchAnswerMaxBytes: 1_000_000, streams: new StreamBudget(100), onError: () => {} },
     {

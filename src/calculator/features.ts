@@ -5,9 +5,12 @@ import {
   calculate, calculateAdvanced, describeAdvanced, describeBinary
 } from './math.js'
 import type { LogEntry, LogSpec } from '../stores/session-store.js'
-import { type Feature, type FeatureContext, type ToolContext, toolError, toolResult } from '../mcp/features.js'
+import { ToolInputError } from '../errors.js'
+import { type Feature, type FeatureContext, type ScopeState, type ToolContext, toolError, toolResult } from '../mcp/features.js'
 
 export const HISTORY_URI = 'calculator://history'
+/** A history handle's resource: `calculator://histories/<handle>`. */
+export const HANDLE_HISTORY_URI = 'calculator://histories/'
 export const MAX_BATCH = 100
 export const MAX_PROGRESS_STEPS = 20
 const PROGRESS_STEP_MS = 50
@@ -25,8 +28,14 @@ const BinaryInput = Type.Object({
   op: literals(BINARY_OPERATIONS, 'Operation: add, subtract, multiply, divide, power or modulo')
 })
 
+/** The argument naming a history handle, on the tools that record or read history. */
+const HistoryHandle = Type.Optional(Type.String({
+  maxLength: 64,
+  description: 'A history handle from create_history: the history to record in or read instead of this session\'s (in the 2026-07-28 revision, which has no sessions, the only way to keep one)'
+}))
+
 const CalculationOutput = Type.Object({
-  calculationId: Type.String({ description: 'Resolves through calculator://history/{calculationId}' }),
+  calculationId: Type.Optional(Type.String({ description: 'Its number in the history it was recorded in; none when no history was kept' })),
   operation: Type.String(),
   expression: Type.String(),
   result: Type.Number()
@@ -55,9 +64,11 @@ const asHistoryEntry = ({ seq, at, data }: LogEntry<Calculation>): HistoryEntry 
   id: String(seq), operation: data.operation, expression: data.expression, inputs: data.inputs, result: data.result, timestamp: new Date(at).toISOString()
 })
 
-const asOutput = (entry: HistoryEntry) => ({
-  calculationId: entry.id, operation: entry.operation, expression: entry.expression, result: entry.result
+const asOutput = (entry: HistoryEntry | Calculation) => ({
+  ...('id' in entry && { calculationId: entry.id }), operation: entry.operation, expression: entry.expression, result: entry.result
 })
+
+const describe = (entry: HistoryEntry | Calculation) => 'id' in entry ? `${entry.expression} (calculation ${entry.id})` : entry.expression
 
 /**
  * Asks the person behind the client to confirm (elicitation). Resolves true or false with their
@@ -90,16 +101,29 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
   const HISTORY: LogSpec = { name: 'history', maxEntries: options.historyLimit }
 
   /**
-   * Stores calculations (all or none) and counts them per operation, then tells subscribers and the log.
+   * The history a request works on: the handle's when it names one, else the session's (none in
+   * the 2026-07-28 revision). Its resource URI goes with it.
+   * @throws {ToolInputError} for a handle that is unknown, expired or another's.
+   */
+  async function historyOf (context: FeatureContext, handle: string | undefined): Promise<{ state: ScopeState, uri: string }> {
+    return handle === undefined ? { state: context.state, uri: HISTORY_URI } : { state: await context.open(handle), uri: `${HANDLE_HISTORY_URI}${handle}` }
+  }
+
+  /**
+   * Stores calculations (all or none) in a history and counts them per operation, then tells
+   * subscribers and the log. Without a history to keep them (a 2026-07-28 call naming no handle),
+   * stores nothing and returns them unnumbered.
    * @throws {StorageUnavailableError} when the store cannot be written; nothing was stored then.
    */
-  async function record (context: FeatureContext, calculations: Calculation[]): Promise<HistoryEntry[]> {
+  async function record (context: FeatureContext, calculations: Calculation[], handle?: string): Promise<Array<HistoryEntry | Calculation>> {
     const add: Record<string, number> = {}
     for (const { operation } of calculations) add[operation] = (add[operation] ?? 0) + 1
-    const stored = (await context.state.append(HISTORY, calculations, { set: OPERATIONS, add })).map(asHistoryEntry)
+    const { state, uri } = await historyOf(context, handle)
+    const appended = await state.append(HISTORY, calculations, { set: OPERATIONS, add })
+    const stored = appended.length === 0 ? calculations : appended.map(asHistoryEntry)
     for (const operation in add) options.onCalculated?.(operation, add[operation]!)
     await Promise.all([
-      context.resourceUpdated(HISTORY_URI),
+      context.resourceUpdated(uri),
       calculations.length === 1
         ? context.log('info', { event: 'calculation', operation: calculations[0]!.operation, expression: calculations[0]!.expression, result: calculations[0]!.result })
         : context.log('info', { event: 'batch', recorded: calculations.length })
@@ -107,8 +131,8 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
     return stored
   }
 
-  const history = async (context: FeatureContext, last?: number) => {
-    const { entries, appended } = await context.state.entries<Calculation>(HISTORY, last)
+  const history = async (context: FeatureContext, last?: number, handle?: string) => {
+    const { entries, appended } = await (await historyOf(context, handle)).state.entries<Calculation>(HISTORY, last)
     return { entries: entries.map(asHistoryEntry), appended }
   }
 
@@ -117,7 +141,7 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
     scopes: USE,
     title: 'Calculate',
     description: 'Applies add, subtract, multiply, divide, power or modulo to two numbers and records the result in this session\'s history. With stream: true and a progress token, reports progress.',
-    inputSchema: Type.Object({ ...BinaryInput.properties, stream: Type.Optional(Type.Boolean({ description: 'Report progress while calculating' })) }),
+    inputSchema: Type.Object({ ...BinaryInput.properties, stream: Type.Optional(Type.Boolean({ description: 'Report progress while calculating' })), history: HistoryHandle }),
     outputSchema: CalculationOutput,
     annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
     /** @throws {CalculationError} on division or modulo by zero and results that are not finite. */
@@ -125,9 +149,9 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
       if (args.stream === true) await context.progress(1, 3, 'validated')
       const result = calculate(args.a, args.b, args.op)
       if (args.stream === true) await context.progress(2, 3, 'calculated')
-      const [entry] = await record(context, [{ operation: args.op, expression: `${describeBinary(args.a, args.b, args.op)} = ${result}`, inputs: [args.a, args.b], result }])
+      const [entry] = await record(context, [{ operation: args.op, expression: `${describeBinary(args.a, args.b, args.op)} = ${result}`, inputs: [args.a, args.b], result }], args.history)
       if (args.stream === true) await context.progress(3, 3, 'recorded')
-      return toolResult(asOutput(entry!), `${entry!.expression} (calculation ${entry!.id})`)
+      return toolResult(asOutput(entry!), describe(entry!))
     }
   })
 
@@ -138,7 +162,8 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
     description: `Runs 1 to ${MAX_BATCH} calculations; the successes are recorded together, each failure is reported with its index.`,
     inputSchema: Type.Object({
       calculations: Type.Array(BinaryInput, { minItems: 1, maxItems: MAX_BATCH, description: `1 to ${MAX_BATCH} calculations` }),
-      reportProgress: Type.Optional(Type.Boolean({ description: 'Report progress after each calculation' }))
+      reportProgress: Type.Optional(Type.Boolean({ description: 'Report progress after each calculation' })),
+      history: HistoryHandle
     }),
     outputSchema: Type.Object({
       results: Type.Array(Type.Object({
@@ -172,9 +197,13 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
         }
         if (args.reportProgress === true) await context.progress(index + 1, total, `${index + 1} of ${total}`)
       }
-      const stored = calculations.length === 0 ? [] : await record(context, calculations)
+      const stored = calculations.length === 0 ? [] : await record(context, calculations, args.history)
       let next = 0
-      for (const item of results) if (item.error === undefined) item.calculationId = stored[next++]!.id
+      for (const item of results) {
+        if (item.error !== undefined) continue
+        const entry = stored[next++]!
+        if ('id' in entry) item.calculationId = entry.id
+      }
       const succeeded = calculations.length
       const output = { results, succeeded, failed: total - succeeded }
       if (succeeded === 0) return { ...toolError(`All ${total} calculations failed: ${results.map(r => `#${r.index} ${r.error}`).join('; ')}`), structuredContent: output }
@@ -190,7 +219,8 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
     inputSchema: Type.Object({
       operation: literals(ADVANCED_OPERATIONS, 'Operation: factorial, sqrt, log, ln, sin, cos, tan or abs'),
       value: Type.Number({ description: 'The operand' }),
-      base: Type.Optional(Type.Number({ description: 'Logarithm base for log (default 10)' }))
+      base: Type.Optional(Type.Number({ description: 'Logarithm base for log (default 10)' })),
+      history: HistoryHandle
     }),
     outputSchema: CalculationOutput,
     annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
@@ -198,8 +228,8 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
     async run (args, context) {
       const result = calculateAdvanced(args.operation, args.value, args.base)
       const expression = `${describeAdvanced(args.operation, args.value, args.base)} = ${result}`
-      const [entry] = await record(context, [{ operation: args.operation, expression, inputs: args.base === undefined ? [args.value] : [args.value, args.base], result }])
-      return toolResult(asOutput(entry!), `${entry!.expression} (calculation ${entry!.id})`)
+      const [entry] = await record(context, [{ operation: args.operation, expression, inputs: args.base === undefined ? [args.value] : [args.value, args.base], result }], args.history)
+      return toolResult(asOutput(entry!), describe(entry!))
     }
   })
 
@@ -227,14 +257,14 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
     scopes: USE,
     title: 'Get history',
     description: 'Returns this session\'s most recent calculations, oldest first.',
-    inputSchema: Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, description: 'How many of the newest entries, 1 to 1000 (default 10)' })) }),
+    inputSchema: Type.Object({ limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, description: 'How many of the newest entries, 1 to 1000 (default 10)' })), history: HistoryHandle }),
     outputSchema: Type.Object({
       entries: Type.Array(HistoryEntrySchema),
       total: Type.Integer({ description: 'Calculations made in this session' })
     }),
     annotations: { readOnlyHint: true, destructiveHint: false, idempotentHint: true, openWorldHint: false },
     async run (args, context) {
-      const { entries, appended } = await history(context, args.limit ?? 10)
+      const { entries, appended } = await history(context, args.limit ?? 10, args.history)
       const text = entries.length === 0 ? 'No calculations yet' : entries.map(e => `#${e.id} ${e.expression}`).join('\n')
       return toolResult({ entries, total: appended }, text)
     }
@@ -245,16 +275,31 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
     scopes: ADMIN,
     title: 'Clear history',
     description: 'Deletes every entry of this session\'s calculation history, after asking for confirmation when the client supports elicitation. Per-operation statistics are kept.',
-    inputSchema: Type.Object({}),
+    inputSchema: Type.Object({ history: HistoryHandle }),
     outputSchema: Type.Object({ cleared: Type.Integer(), confirmed: Type.Optional(Type.Boolean()) }),
     annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
-    async run (_args, context) {
-      const { entries } = await history(context)
+    async run (args, context) {
+      const { state, uri } = await historyOf(context, args.history)
+      const { entries } = await state.entries(HISTORY)
       const confirmed = await confirm(context, `Delete all ${entries.length} entries of the calculation history?`)
       if (confirmed === false) return toolResult({ cleared: 0, confirmed }, 'History kept: clearing was not confirmed')
-      const cleared = await context.state.clear(HISTORY)
-      await Promise.all([context.resourceUpdated(HISTORY_URI), context.log('notice', { event: 'history cleared', cleared })])
+      const cleared = await state.clear(HISTORY)
+      await Promise.all([context.resourceUpdated(uri), context.log('notice', { event: 'history cleared', cleared })])
       return toolResult({ cleared, ...(confirmed !== undefined && { confirmed }) }, `Cleared ${cleared} entries`)
+    }
+  })
+
+  calculator.addTool({
+    name: 'create_history',
+    scopes: USE,
+    title: 'Create history',
+    description: 'Starts a calculation history of its own and returns its handle: pass it as the history argument of calculate, batch_calculate, advanced_calculate, get_history and clear_history, from any connection, and read it at calculator://histories/{handle}. In the 2026-07-28 revision, which has no sessions, this is how a history is kept.',
+    inputSchema: Type.Object({}),
+    outputSchema: Type.Object({ history: Type.String({ description: 'The handle: unguessable, yours alone when the server requires sign-in, kept until idle for the session TTL' }) }),
+    annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: false },
+    async run (_args, context) {
+      const handle = await context.mint()
+      return toolResult({ history: handle }, `History ${handle} created`)
     }
   })
 
@@ -350,6 +395,8 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
     mimeType: 'application/json',
     read: async context => {
       const { session } = context
+      // A 2026-07-28 request has no session: not found.
+      if (session === undefined) return undefined
       const { appended } = await context.state.entries(HISTORY, 0)
       return json({
         sessionId: session.id,
@@ -389,6 +436,23 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
     complete: async (context, _variable, prefix) => {
       const { entries } = await history(context, 100)
       return entries.map(e => e.id).filter(id => id.startsWith(prefix)).reverse()
+    }
+  })
+
+  calculator.addResourceTemplate({
+    uriTemplate: `${HANDLE_HISTORY_URI}{history}`,
+    name: 'history-by-handle',
+    scopes: USE,
+    title: 'A history by its handle',
+    description: 'The calculations of a history made by create_history, oldest first',
+    mimeType: 'application/json',
+    read: async (context, { history: handle = '' }) => {
+      try {
+        return json((await history(context, undefined, handle)).entries)
+      } catch (error) {
+        if (error instanceof ToolInputError) return undefined
+        throw error
+      }
     }
   })
 

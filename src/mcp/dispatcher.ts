@@ -2,11 +2,11 @@ import { Type, type Static, type TSchema } from '@sinclair/typebox'
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 import {
   ErrorCode, LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS,
-  type CallToolResult, type ClientCapabilities, type InitializeResult, type ServerRequest
+  type CallToolResult, type ClientCapabilities, type InitializeResult, type RequestId, type ServerRequest
 } from '@modelcontextprotocol/sdk/types.js'
 import { McpHttpError, RpcError, ToolInputError } from '../errors.js'
 import type { InitializeParams, LogLevel, SessionRecord } from '../stores/session-store.js'
-import { type FeatureContext, type FeatureRegistry, type ScopeState, type ToolContext, toolError } from './features.js'
+import { type FeatureContext, type FeatureRegistry, InputRequired, type ScopeHandles, type ScopeState, type ToolContext, toolError } from './features.js'
 import type { Call } from './protocol.js'
 import { LOG_LEVELS, type SessionServer } from './session-server.js'
 
@@ -22,9 +22,17 @@ export const SERVER_CAPABILITIES = {
   logging: {}
 }
 
-export type ToolOutcome = 'success' | 'error' | 'invalid_arguments' | 'unavailable' | 'internal_error'
+export type ToolOutcome = 'success' | 'error' | 'invalid_arguments' | 'input_required' | 'unavailable' | 'internal_error'
 
-export interface DispatcherOptions {
+/** What the contexts of features use beyond their session. */
+export interface ScopeServices {
+  /** The scopes that handles name. */
+  handles: ScopeHandles
+  /** Tells the subscriptions/listen streams of every node that a resource changed. */
+  resourceUpdated? (uri: string): void
+}
+
+export interface DispatcherOptions extends ScopeServices {
   features: FeatureRegistry
   serverInfo: { name: string, version: string }
   /** Called after every tool call, for metrics. */
@@ -85,20 +93,46 @@ export function initializeResult (params: unknown, serverInfo: DispatcherOptions
   }
 }
 
+/** Where a request runs: in a 2025-11-25 session, or on its own (2026-07-28, see modern.ts). */
+export interface RequestScope {
+  readonly era: 'legacy' | 'modern'
+  /** What a resource, template or completion handler of `feature` may use. */
+  featureContext (feature: string): FeatureContext
+  /** What a tool of `feature` may use during this call. */
+  toolContext (feature: string, progressToken: string | number | undefined): ToolContext
+}
+
+/** The key a request's writes carry, so that a retry of it writes once. */
+export const requestKey = (id: RequestId) => `${typeof id === 'number' ? 'n' : 's'}:${id}`
+
+/** A scope that a handle names, or a ToolInputError the client can act on. */
+export async function openHandle (handles: ScopeHandles, handle: string, principal: string | undefined, request?: string): Promise<ScopeState> {
+  const state = await handles.open(handle, principal, request)
+  if (state === undefined) throw new ToolInputError(`Unknown handle ${handle.slice(0, 64)}: it never existed, expired, or belongs to someone else`)
+  return state
+}
+
 /** What a resource or completion handler of `feature` may use in `session`. */
 class FeatureCall implements FeatureContext {
   readonly #session: SessionServer
   readonly #feature: string
+  protected readonly services: ScopeServices
 
-  constructor (session: SessionServer, feature: string) {
+  constructor (session: SessionServer, feature: string, services: ScopeServices) {
     this.#session = session
     this.#feature = feature
+    this.services = services
   }
 
   get state (): ScopeState { return this.#session.state }
   get session (): SessionRecord { return this.#session.record }
+  mint (): Promise<string> { return this.services.handles.mint(this.#session.record.principal) }
+  open (handle: string): Promise<ScopeState> { return openHandle(this.services.handles, handle, this.#session.record.principal) }
   log (level: LogLevel, data: unknown): Promise<void> { return this.#session.log(this.#feature, level, data) }
-  resourceUpdated (uri: string): Promise<void> { return this.#session.resourceUpdated(uri) }
+  resourceUpdated (uri: string): Promise<void> {
+    this.services.resourceUpdated?.(uri)
+    return this.#session.resourceUpdated(uri)
+  }
 }
 
 /** What a tool may do while it runs: its feature's context plus this call's stream. */
@@ -109,8 +143,8 @@ class ToolCall extends FeatureCall implements ToolContext {
   readonly #progressToken: string | number | undefined
   #state?: ScopeState
 
-  constructor (session: SessionServer, feature: string, call: Call, progressToken: string | number | undefined) {
-    super(session, feature)
+  constructor (session: SessionServer, feature: string, services: ScopeServices, call: Call, progressToken: string | number | undefined) {
+    super(session, feature, services)
     this.#session = session
     this.#feature = feature
     this.#call = call
@@ -118,6 +152,7 @@ class ToolCall extends FeatureCall implements ToolContext {
   }
 
   override get state (): ScopeState { return (this.#state ??= this.#session.stateFor(this.#call.id)) }
+  override open (handle: string): Promise<ScopeState> { return openHandle(this.services.handles, handle, this.#session.record.principal, requestKey(this.#call.id)) }
   get clientCapabilities (): ClientCapabilities { return this.#session.clientCapabilities }
   get signal (): AbortSignal { return this.#call.signal }
 
@@ -140,60 +175,87 @@ class ToolCall extends FeatureCall implements ToolContext {
   }
 }
 
+/** A request of a session. */
+class SessionScope implements RequestScope {
+  readonly era = 'legacy'
+  readonly session: SessionServer
+  readonly #call: Call
+  readonly #services: ScopeServices
+
+  constructor (session: SessionServer, call: Call, services: ScopeServices) {
+    this.session = session
+    this.#call = call
+    this.#services = services
+  }
+
+  featureContext (feature: string): FeatureContext { return new FeatureCall(this.session, feature, this.#services) }
+  toolContext (feature: string, progressToken: string | number | undefined): ToolContext { return new ToolCall(this.session, feature, this.#services, this.#call, progressToken) }
+}
+
 const asContent = (uri: string, mimeType: string, body: string | Uint8Array) =>
   typeof body === 'string' ? { uri, mimeType, text: body } : { uri, mimeType, blob: Buffer.from(body).toString('base64') }
 
-type Handler<P> = (session: SessionServer, params: P, call: Call) => Promise<unknown>
-interface Method { check?: TypeCheck<TSchema>, handle: Handler<any> }
+interface Method<S> { check?: TypeCheck<TSchema>, handle (scope: S, params: any): Promise<unknown> }
 
 /**
  * The server's MCP methods (everything after `initialize`), built once per node and shared by
- * every session: a method table with params validators compiled once, over the feature registry.
+ * every session and every 2026-07-28 request: method tables with params validators compiled once,
+ * over the feature registry. Methods that only exist in a session (ping, logging/setLevel,
+ * resources/subscribe) have a table of their own.
  */
 export class Dispatcher {
   readonly #options: DispatcherOptions
-  readonly #methods = new Map<string, Method>()
+  readonly #methods = new Map<string, Method<RequestScope>>()
+  readonly #sessionMethods = new Map<string, Method<SessionServer>>()
 
   constructor (options: DispatcherOptions) {
     this.#options = options
     const { features } = options
-    const method = <T extends TSchema>(name: string, schema: T | undefined, handle: Handler<Static<T>>) => {
+    const method = <T extends TSchema>(name: string, schema: T | undefined, handle: (scope: RequestScope, params: Static<T>) => Promise<unknown>) => {
       this.#methods.set(name, { ...(schema !== undefined && { check: TypeCompiler.Compile(schema) }), handle })
     }
+    const sessionMethod = <T extends TSchema>(name: string, schema: T | undefined, handle: (session: SessionServer, params: Static<T>) => Promise<unknown>) => {
+      this.#sessionMethods.set(name, { ...(schema !== undefined && { check: TypeCompiler.Compile(schema) }), handle })
+    }
+    const notFound = (scope: RequestScope, uri: string) =>
+      new RpcError(scope.era === 'legacy' ? RESOURCE_NOT_FOUND : ErrorCode.InvalidParams, `Resource not found: ${uri}`, { uri })
 
-    method('ping', undefined, async () => ({}))
-    method('logging/setLevel', SetLevelParams, async (session, { level }) => {
+    sessionMethod('ping', undefined, async () => ({}))
+    sessionMethod('logging/setLevel', SetLevelParams, async (session, { level }) => {
       await session.setLogLevel(level as LogLevel)
       return {}
     })
-    method('tools/list', Paginated, async () => ({ tools: features.toolList() }))
-    method('tools/call', CallToolParams, (session, params, call) => this.#callTool(session, params, call))
-    method('resources/list', Paginated, async () => ({
-      resources: features.resourceList().map(({ uri, name, title, description, mimeType }) => ({ uri, name, title, description, mimeType }))
-    }))
-    method('resources/templates/list', Paginated, async () => ({
-      resourceTemplates: features.templateList().map(({ uriTemplate, name, title, description, mimeType }) => ({ uriTemplate, name, title, description, mimeType }))
-    }))
-    method('resources/read', Uri, async (session, { uri }) => {
-      const resource = features.resource(uri)
-      if (resource !== undefined) {
-        const { definition, feature } = resource
-        return { contents: [asContent(uri, definition.mimeType, await definition.read(new FeatureCall(session, feature)))] }
-      }
-      const match = features.matchTemplate(uri)
-      const body = match === undefined ? undefined : await match.registered.definition.read(new FeatureCall(session, match.registered.feature), match.variables)
-      if (match === undefined || body === undefined) throw new RpcError(RESOURCE_NOT_FOUND, `Resource not found: ${uri}`, { uri })
-      return { contents: [asContent(uri, match.registered.definition.mimeType, body)] }
-    })
-    const subscribe = (subscribed: boolean): Handler<Static<typeof Uri>> => async (session, { uri }) => {
+    const subscribe = (subscribed: boolean) => async (session: SessionServer, { uri }: Static<typeof Uri>) => {
       if (features.resource(uri) === undefined && features.matchTemplate(uri) === undefined) {
         throw new RpcError(RESOURCE_NOT_FOUND, `Resource not found: ${uri}`, { uri })
       }
       await session.subscribe(uri, subscribed)
       return {}
     }
-    method('resources/subscribe', Uri, subscribe(true))
-    method('resources/unsubscribe', Uri, subscribe(false))
+    sessionMethod('resources/subscribe', Uri, subscribe(true))
+    sessionMethod('resources/unsubscribe', Uri, subscribe(false))
+
+    method('tools/list', Paginated, async () => ({ tools: features.toolList() }))
+    method('tools/call', CallToolParams, (scope, params) => this.#callTool(scope, params))
+    method('resources/list', Paginated, async () => ({
+      resources: features.resourceList().map(({ uri, name, title, description, mimeType }) => ({ uri, name, title, description, mimeType }))
+    }))
+    method('resources/templates/list', Paginated, async () => ({
+      resourceTemplates: features.templateList().map(({ uriTemplate, name, title, description, mimeType }) => ({ uriTemplate, name, title, description, mimeType }))
+    }))
+    method('resources/read', Uri, async (scope, { uri }) => {
+      const resource = features.resource(uri)
+      if (resource !== undefined) {
+        const { definition, feature } = resource
+        const body = await definition.read(scope.featureContext(feature))
+        if (body === undefined) throw notFound(scope, uri)
+        return { contents: [asContent(uri, definition.mimeType, body)] }
+      }
+      const match = features.matchTemplate(uri)
+      const body = match === undefined ? undefined : await match.registered.definition.read(scope.featureContext(match.registered.feature), match.variables)
+      if (match === undefined || body === undefined) throw notFound(scope, uri)
+      return { contents: [asContent(uri, match.registered.definition.mimeType, body)] }
+    })
     method('prompts/list', Paginated, async () => ({
       prompts: features.promptList().map(p => ({
         name: p.name,
@@ -202,7 +264,7 @@ export class Dispatcher {
         arguments: p.arguments.map(a => ({ name: a.name, description: a.description, required: a.required === true }))
       }))
     }))
-    method('prompts/get', GetPromptParams, async (_session, params) => {
+    method('prompts/get', GetPromptParams, async (scope, params) => {
       const prompt = features.prompt(params.name)
       if (prompt === undefined) throw new RpcError(ErrorCode.InvalidParams, `Unknown prompt: ${params.name}`)
       const args = params.arguments ?? {}
@@ -212,9 +274,9 @@ export class Dispatcher {
           throw new RpcError(ErrorCode.InvalidParams, `Prompt ${prompt.name} needs the argument ${argument.name}`)
         }
       }
-      return prompt.get(args)
+      return prompt.get(args, scope.toolContext(features.promptFeature(params.name) ?? '', undefined))
     })
-    method('completion/complete', CompleteParams, async (session, { ref, argument }) => {
+    method('completion/complete', CompleteParams, async (scope, { ref, argument }) => {
       let values: string[] = []
       if (ref.type === 'ref/prompt') {
         const prompt = features.prompt(ref.name)
@@ -223,24 +285,38 @@ export class Dispatcher {
       } else {
         const template = features.templateByPattern(ref.uri)
         if (template === undefined) throw new RpcError(ErrorCode.InvalidParams, `Unknown resource template: ${ref.uri}`)
-        values = await template.definition.complete?.(new FeatureCall(session, template.feature), argument.name, argument.value) ?? []
+        values = await template.definition.complete?.(scope.featureContext(template.feature), argument.name, argument.value) ?? []
       }
       return { completion: { values: values.slice(0, MAX_COMPLETIONS), total: values.length, hasMore: values.length > MAX_COMPLETIONS } }
     })
   }
+
+  /** Whether `name` is a method of 2026-07-28 requests (the session-only ones are not). */
+  serves (name: string): boolean { return this.#methods.has(name) }
 
   /**
    * Answers one request of `session`.
    * @throws {RpcError} -32601 for an unknown method, -32602 for invalid params, or what the method throws.
    */
   handle (session: SessionServer, name: string, params: unknown, call: Call): Promise<unknown> {
+    const only = this.#sessionMethods.get(name)
+    if (only !== undefined) return run(only, session, params)
     const method = this.#methods.get(name)
     if (method === undefined) return Promise.reject(new RpcError(ErrorCode.MethodNotFound, 'Method not found'))
-    if (method.check !== undefined && !method.check.Check(params)) return Promise.reject(invalidParams(method.check, params))
-    return method.handle(session, params, call)
+    return run(method, new SessionScope(session, call, this.#options), params)
   }
 
-  async #callTool (session: SessionServer, params: Static<typeof CallToolParams>, call: Call): Promise<CallToolResult> {
+  /**
+   * Answers one request that runs on its own, in `scope` (2026-07-28).
+   * @throws {RpcError} as `handle`.
+   */
+  handleIn (scope: RequestScope, name: string, params: unknown): Promise<unknown> {
+    const method = this.#methods.get(name)
+    if (method === undefined) return Promise.reject(new RpcError(ErrorCode.MethodNotFound, 'Method not found'))
+    return run(method, scope, params)
+  }
+
+  async #callTool (scope: RequestScope, params: Static<typeof CallToolParams>): Promise<CallToolResult> {
     const { features, onToolCall, logError } = this.#options
     const { name } = params
     const tool = features.tool(name)
@@ -255,10 +331,14 @@ export class Dispatcher {
       return toolError(`Invalid ${where} for ${name}: ${error?.message ?? 'does not match the input schema'}`)
     }
     try {
-      const result = await tool.definition.run(args, new ToolCall(session, tool.feature, call, params._meta?.progressToken))
+      const result = await tool.definition.run(args, scope.toolContext(tool.feature, params._meta?.progressToken))
       done(result.isError === true ? 'error' : 'success')
       return result
     } catch (error) {
+      if (error instanceof InputRequired) {
+        done('input_required')
+        throw error
+      }
       if (error instanceof ToolInputError) {
         done('error')
         return toolError(error.message)
@@ -273,4 +353,9 @@ export class Dispatcher {
       throw new RpcError(ErrorCode.InternalError, 'Internal error')
     }
   }
+}
+
+function run<S> (method: Method<S>, scope: S, params: unknown): Promise<unknown> {
+  if (method.check !== undefined && !method.check.Check(params)) return Promise.reject(invalidParams(method.check, params))
+  return method.handle(scope, params)
 }

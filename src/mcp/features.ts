@@ -2,7 +2,8 @@ import type { Static, TObject } from '@sinclair/typebox'
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 import type { CallToolResult, ClientCapabilities, GetPromptResult, ServerRequest, ToolAnnotations } from '@modelcontextprotocol/sdk/types.js'
 import { UriTemplate } from '@modelcontextprotocol/sdk/shared/uriTemplate.js'
-import type { CounterUpdate, LogEntry, LogLevel, LogSpec, ScopeStore, SessionRecord } from '../stores/session-store.js'
+import { randomBytes } from 'node:crypto'
+import type { CounterUpdate, LogEntry, LogLevel, LogSpec, ScopeStore, SessionRecord, SessionStore } from '../stores/session-store.js'
 
 /**
  * A feature's state in one scope (today, the session a request belongs to): its own logs and
@@ -51,12 +52,79 @@ export class ScopeState {
   }
 }
 
+/**
+ * A scope that keeps nothing: the state of a 2026-07-28 request that names no handle. Appends
+ * store nothing (and touch no store), reads find nothing.
+ */
+const NOWHERE: ScopeStore = {
+  append: async () => [],
+  entries: async () => ({ entries: [], appended: 0 }),
+  entry: async () => undefined,
+  clear: async () => 0,
+  counters: async () => ({})
+}
+export const NO_STATE = new ScopeState(NOWHERE, '')
+
+/** Handles start with this, so no session id (a UUID) is ever one and no handle is ever a session. */
+export const HANDLE_PREFIX = 'h-'
+const MAX_HANDLE_LENGTH = 64
+
+/**
+ * Server-minted scopes that clients name by handle (the state of the 2026-07-28 revision, usable
+ * from any node): unguessable, bound to the principal that minted them when there is one, and
+ * living in the store like a session (same primitives, same limits, same expiry).
+ */
+export class ScopeHandles {
+  readonly #store: SessionStore
+
+  constructor (store: SessionStore) {
+    this.#store = store
+  }
+
+  /** A new scope for `principal` (or for whoever holds the handle, without one). */
+  async mint (principal: string | undefined): Promise<string> {
+    const id = `${HANDLE_PREFIX}${randomBytes(18).toString('base64url')}`
+    const now = Date.now()
+    await this.#store.create({
+      id,
+      createdAt: now,
+      lastActivityAt: now,
+      protocolVersion: 'handle',
+      initializeParams: { protocolVersion: 'handle', capabilities: {}, clientInfo: { name: 'handle', version: '0' } },
+      subscriptions: [],
+      requestCount: 0,
+      ...(principal !== undefined && { principal })
+    })
+    return id
+  }
+
+  /**
+   * The state of the scope `handle` names, for `principal`, with writes keyed by `request`; its
+   * expiry slides. Undefined for an unknown, expired or other principal's handle.
+   */
+  async open (handle: string, principal: string | undefined, request?: string): Promise<ScopeState | undefined> {
+    if (!handle.startsWith(HANDLE_PREFIX) || handle.length > MAX_HANDLE_LENGTH) return undefined
+    const touched = await this.#store.touch(handle, undefined, principal)
+    return touched === undefined ? undefined : new ScopeState(this.#store, handle, request)
+  }
+}
+
 /** What every handler may use: its scope's state, and what it may tell the client. */
 export interface FeatureContext {
-  /** The feature's state in this request's scope. */
+  /**
+   * The feature's state in this request's scope: the session's (2025-11-25), or a scope that keeps
+   * nothing (2026-07-28: state lives in handles, see `open`).
+   */
   readonly state: ScopeState
-  /** The session as of this request (read-only). */
-  readonly session: Readonly<SessionRecord>
+  /** The session as of this request (read-only); undefined for a request of the 2026-07-28 revision. */
+  readonly session?: Readonly<SessionRecord>
+  /** A new scope (a handle to give the client) bound to the request's principal. */
+  mint (): Promise<string>
+  /**
+   * The state of the scope a handle names.
+   * @throws {ToolInputError} when it is unknown, expired or another principal's.
+   */
+  open (handle: string): Promise<ScopeState>
   /** Sends `notifications/message` on the session's stream once the client set a level and `level` reaches it. */
   log (level: LogLevel, data: unknown): Promise<void>
   /** Tells the client that a resource changed, when it subscribed to it. */
@@ -84,6 +152,28 @@ export interface ToolContext extends FeatureContext {
    * any node, and receives the rest of the answer there.
    */
   closeStream (): void
+  /**
+   * 2026-07-28, a retry of a request answered `input_required`: the client's `inputResponses`
+   * (as sent: null or anything) and the state the tool passed to InputRequired (its integrity
+   * checked); undefined on a first try and in 2025-11-25 sessions.
+   */
+  readonly input?: { responses: unknown, state: unknown }
+}
+
+/**
+ * Thrown by a tool of a 2026-07-28 request to answer `input_required`: the requests for the client
+ * to fulfil (elicitation, sampling, roots) and a state of the tool's own, which comes back with the
+ * retry integrity-protected (see ToolContext.input). `ask` throws it for the tool.
+ */
+export class InputRequired extends Error {
+  readonly inputRequests: Record<string, ServerRequest>
+  readonly state: unknown
+
+  constructor (inputRequests: Record<string, ServerRequest>, state?: unknown) {
+    super('input required')
+    this.inputRequests = inputRequests
+    this.state = state
+  }
 }
 
 /** A tool's result: with an output schema, its structured content has the schema's type. */
@@ -116,8 +206,8 @@ export interface ResourceDefinition {
   mimeType: string
   /** OAuth scopes needed to read it, when tokens are required. */
   scopes?: readonly string[]
-  /** Text, or bytes sent as a base64 blob. */
-  read (context: FeatureContext): Promise<string | Uint8Array>
+  /** Text, or bytes sent as a base64 blob; undefined when there is nothing to read in this request's scope. */
+  read (context: FeatureContext): Promise<string | Uint8Array | undefined>
 }
 
 export interface ResourceTemplateDefinition {
@@ -149,7 +239,8 @@ export interface PromptDefinition {
   arguments: PromptArgumentDefinition[]
   /** OAuth scopes needed to get it, when tokens are required. */
   scopes?: readonly string[]
-  get (args: Record<string, string>): GetPromptResult
+  /** The prompt; `context` lets a 2026-07-28 prompt answer input_required (see ToolContext.input). */
+  get (args: Record<string, string>, context: ToolContext): GetPromptResult | Promise<GetPromptResult>
 }
 
 /** A registered entry and the feature it belongs to (the logger name of its messages). */
@@ -187,6 +278,7 @@ export class FeatureRegistry {
   readonly #resources = new Map<string, Owned<ResourceDefinition>>()
   readonly #templates: RegisteredTemplate[] = []
   readonly #prompts = new Map<string, PromptDefinition>()
+  readonly #promptFeatures = new Map<string, string>()
   #toolList?: object[]
   #scopes?: { base: readonly string[], all: readonly string[] }
 
@@ -212,6 +304,7 @@ export class FeatureRegistry {
       addPrompt: definition => {
         if (this.#prompts.has(definition.name)) throw new Error(`Prompt ${definition.name} is registered twice`)
         this.#prompts.set(definition.name, definition)
+        this.#promptFeatures.set(definition.name, name)
         this.#scopes = undefined
       }
     }
@@ -254,6 +347,7 @@ export class FeatureRegistry {
   tool (name: string): RegisteredTool | undefined { return this.#tools.get(name) }
   resource (uri: string): Owned<ResourceDefinition> | undefined { return this.#resources.get(uri) }
   prompt (name: string): PromptDefinition | undefined { return this.#prompts.get(name) }
+  promptFeature (name: string): string | undefined { return this.#promptFeatures.get(name) }
 
   /** The `tools/list` entries, built once. */
   toolList (): object[] {

@@ -13,6 +13,14 @@ export type BusMessage =
   | { kind: 'response', sessionId: string, message: JSONRPCMessage }
   | { kind: 'claim', sessionId: string, streamId: string, node: string }
 
+/**
+ * What one node tells every node: a resource changed (for the subscriptions/listen streams each
+ * holds), or that it holds such streams (so that the others publish changes at all).
+ */
+export type BroadcastMessage =
+  | { kind: 'updated', uri: string }
+  | { kind: 'listening', node: string }
+
 /** Length of a node's bus address, which starts every stream id and request id that node makes. */
 const ADDRESS_LENGTH = 8
 
@@ -33,6 +41,9 @@ export interface MessageBus {
   publish (to: string, message: BusMessage): Promise<void>
   /** Sets the handler for messages published to this node, by any node, this one included. */
   onMessage (handler: (message: BusMessage) => void): void
+  /** Sends to every node, this one included. */
+  broadcast (message: BroadcastMessage): Promise<void>
+  onBroadcast (handler: (message: BroadcastMessage) => void): void
   close (): Promise<void>
 }
 
@@ -40,6 +51,7 @@ export interface MessageBus {
 export class LocalBus implements MessageBus {
   readonly address = newAddress()
   #handler?: (message: BusMessage) => void
+  #broadcastHandler?: (message: BroadcastMessage) => void
 
   async publish (to: string, message: BusMessage): Promise<void> {
     if (to === this.address) queueMicrotask(() => this.#handler?.(message))
@@ -47,5 +59,14 @@ export class LocalBus implements MessageBus {
 
   onMessage (handler: (message: BusMessage) => void): void { this.#handler = handler }
 
-  async close (): Promise<void> { this.#handler = undefined }
+  async broadcast (message: BroadcastMessage): Promise<void> {
+    queueMicrotask(() => this.#broadcastHandler?.(message))
+  }
+
+  onBroadcast (handler: (message: BroadcastMessage) => void): void { this.#broadcastHandler = handler }
+
+  async close (): Promise<void> {
+    this.#handler = undefined
+    this.#broadcastHandler = undefined
+  }
 }

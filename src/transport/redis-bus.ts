@@ -1,7 +1,9 @@
 import type { Cluster, Redis } from 'ioredis'
-import { type BusMessage, type MessageBus, newAddress } from './bus.js'
+import { type BroadcastMessage, type BusMessage, type MessageBus, newAddress } from './bus.js'
 
 const channelOf = (address: string) => `mcp:bus:${address}`
+/** The one channel every node hears (changes for subscriptions/listen streams: rare, and small). */
+const EVERYONE = 'mcp:broadcast'
 
 /**
  * The bus between nodes over Redis pub/sub: a channel per node, so a node receives only the
@@ -15,6 +17,7 @@ export class RedisBus implements MessageBus {
   readonly #subscriber: Redis | Cluster
   readonly #sharded: boolean
   #handler?: (message: BusMessage) => void
+  #broadcastHandler?: (message: BroadcastMessage) => void
 
   /** Both clients are borrowed; `subscriber` is given over to subscriber mode. */
   constructor (publisher: Redis | Cluster, subscriber: Redis | Cluster, sharded: boolean) {
@@ -23,17 +26,18 @@ export class RedisBus implements MessageBus {
     this.#sharded = sharded
     const own = channelOf(this.address)
     subscriber.on(sharded ? 'smessage' : 'message', (channel: string, data: string) => {
-      if (channel !== own) return
-      let message: BusMessage
+      if (channel !== own && channel !== EVERYONE) return
+      let message: unknown
       try { message = JSON.parse(data) } catch { return }
-      this.#handler?.(message)
+      if (channel === own) this.#handler?.(message as BusMessage)
+      else this.#broadcastHandler?.(message as BroadcastMessage)
     })
   }
 
   /** Subscribes to this node's channel; ioredis subscribes again by itself after a reconnection. */
   async start (): Promise<void> {
     const channel = channelOf(this.address)
-    await (this.#sharded ? this.#subscriber.ssubscribe(channel) : this.#subscriber.subscribe(channel))
+    await (this.#sharded ? this.#subscriber.ssubscribe(channel, EVERYONE) : this.#subscriber.subscribe(channel, EVERYONE))
   }
 
   async publish (to: string, message: BusMessage): Promise<void> {
@@ -44,7 +48,15 @@ export class RedisBus implements MessageBus {
 
   onMessage (handler: (message: BusMessage) => void): void { this.#handler = handler }
 
+  async broadcast (message: BroadcastMessage): Promise<void> {
+    const data = JSON.stringify(message)
+    await (this.#sharded ? this.#publisher.spublish(EVERYONE, data) : this.#publisher.publish(EVERYONE, data))
+  }
+
+  onBroadcast (handler: (message: BroadcastMessage) => void): void { this.#broadcastHandler = handler }
+
   async close (): Promise<void> {
     this.#handler = undefined
+    this.#broadcastHandler = undefined
   }
 }

@@ -2,13 +2,13 @@ import type { ServerResponse } from 'node:http'
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js'
 
 /** Response headers of every SSE stream; X-Accel-Buffering stops nginx from holding events back. */
-export function sseHeaders (sessionId: string): Record<string, string> {
+export function sseHeaders (sessionId?: string): Record<string, string> {
   return {
     'content-type': 'text/event-stream',
     'cache-control': 'no-cache, no-transform',
     connection: 'keep-alive',
     'x-accel-buffering': 'no',
-    'mcp-session-id': sessionId
+    ...(sessionId !== undefined && { 'mcp-session-id': sessionId })
   }
 }
 

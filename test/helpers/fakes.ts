@@ -95,6 +95,8 @@ export class RecordingBus implements MessageBus {
 
   async publish (to: string, message: BusMessage): Promise<void> { this.published.push({ to, message }) }
   onMessage (handler: (message: BusMessage) => void): void { this.handler = handler }
+  async broadcast (): Promise<void> {}
+  onBroadcast (): void {}
   async close (): Promise<void> { this.handler = undefined }
 }
 
