@@ -28,6 +28,7 @@ const SERVER_ENV = { LOG_LEVEL: 'warn', RATE_LIMIT_MAX: '100000000', INITIALIZE_
 /** Sequential warm calls over which Redis commands are counted. */
 const COUNTED_CALLS = 500
 const PEER = '@platformatic/mcp'
+const SDK_HANDLER = '@modelcontextprotocol/server 2.4.0 createMcpHandler'
 
 interface Row { scenario: string, settings: string, load?: Load, baseline?: Load, ratio?: number, figure?: string, redis?: RedisPerCall, target: string, met?: boolean }
 
@@ -36,6 +37,10 @@ const log = (text: string) => process.stdout.write(`${text}\n`)
 
 /** load.ts gives each connection its own JSON-RPC id. */
 const CALCULATE = { jsonrpc: '2.0', method: 'tools/call', params: { name: 'calculate', arguments: { a: 6, b: 7, op: 'multiply' } } }
+/** The same call in the 2026-07-28 revision: no session; the envelope in _meta, the headers that name it. */
+const MODERN_META = { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': {} }
+const MODERN_HEADERS = { ...HEADERS, 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': 'calculate' }
+const modernCalculate = (history?: string) => ({ jsonrpc: '2.0', method: 'tools/call', params: { name: 'calculate', arguments: { a: 6, b: 7, op: 'multiply', ...(history !== undefined && { history }) }, _meta: MODERN_META } })
 const CALCULATE_SSE = { jsonrpc: '2.0', method: 'tools/call', params: { name: 'calculate', arguments: { a: 6, b: 7, op: 'multiply', stream: true }, _meta: { progressToken: 'bench' } } }
 
 const cannon = (spec: Omit<LoadSpec, 'connections' | 'duration'> & { duration?: number }) => load({ connections: CONNECTIONS, duration: DURATION, ...spec })
@@ -149,10 +154,10 @@ const isScript = (name: string) => name === 'EVAL' || name === 'EVALSHA'
  * in one go, so its socket reads per call count the round trips (batches on two connections at
  * once count twice). The second INFO adds one read; INFO is left out of the commands.
  */
-async function redisPerCall (redis: Redis, target: Target, sessionId: string, message: Record<string, unknown>): Promise<RedisPerCall> {
+async function redisPerCall (redis: Redis, target: Target, sessionId: string | undefined, message: Record<string, unknown>, headers: Record<string, string> = {}): Promise<RedisPerCall> {
   const before = await redisCounters(redis)
   for (let id = 0; id < COUNTED_CALLS; id++) {
-    const answer = await post(target.mcpUrl, { ...message, id } as Parameters<typeof post>[1], sessionId)
+    const answer = await post(target.mcpUrl, { ...message, id } as Parameters<typeof post>[1], sessionId, headers)
     if (answer.status !== 200) throw new Error(`warm call answered ${answer.status}`)
   }
   const after = await redisCounters(redis)
@@ -179,8 +184,8 @@ function describeRedis (perCall: RedisPerCall): string {
 }
 
 /** Records Redis commands per warm call on a row, as a figure and in full. */
-async function recordRedis (row: Row, redis: Redis, target: Target, sessionId: string, message: Record<string, unknown>) {
-  row.redis = await redisPerCall(redis, target, sessionId, message)
+async function recordRedis (row: Row, redis: Redis, target: Target, sessionId: string | undefined, message: Record<string, unknown>, headers?: Record<string, string>) {
+  row.redis = await redisPerCall(redis, target, sessionId, message, headers)
   row.figure = describeRedis(row.redis)
   log(`${row.scenario}: ${row.figure}`)
 }
@@ -252,6 +257,25 @@ async function main () {
         if (mode === 'redis') {
           await recordRedis(json, client, target, sessionId, CALCULATE)
           await recordRedis(sse, client, target, sessionId, CALCULATE_SSE)
+        }
+        // 2026-07-28: no session; without a handle the call touches no store, with one it works like a session's.
+        const modern = await throughput(`tools/call, ${mode}, 2026-07-28, no handle`, { url: target.mcpUrl.href, headers: MODERN_HEADERS, message: modernCalculate() }, '>= 0.55', 0.55)
+        if (mode === 'memory') {
+          // The alternative for this revision: the official SDK 2.x handler, which builds a server per request.
+          const sdk = await startScript('sdk2-server.js')
+          try {
+            await throughput(`tools/call, 2026-07-28, ${SDK_HANDLER}`, { url: `${sdk.url}/mcp`, headers: MODERN_HEADERS, message: modernCalculate() }, 'none (alternative, for comparison)')
+          } finally {
+            await stop(sdk.process)
+          }
+        }
+        if (mode === 'redis') {
+          await sleep(200)
+          await recordRedis(modern, client, target, undefined, modernCalculate(), MODERN_HEADERS)
+          const created = await post(target.mcpUrl, { jsonrpc: '2.0', id: 'h', method: 'tools/call', params: { name: 'create_history', arguments: {}, _meta: MODERN_META } }, undefined, { ...MODERN_HEADERS, 'mcp-name': 'create_history' })
+          const history = (created.messages[0] as { result: { structuredContent: { history: string } } }).result.structuredContent.history
+          const handled = await throughput('tools/call, redis, 2026-07-28, history handle', { url: target.mcpUrl.href, headers: MODERN_HEADERS, message: modernCalculate(history) }, '>= 0.30', 0.30)
+          await recordRedis(handled, client, target, undefined, modernCalculate(history), MODERN_HEADERS)
         }
         if (mode === 'memory') {
           const { base, load } = await alternate(() => handshakes(target.mcpUrl))

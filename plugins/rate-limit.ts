@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import type { FastifyRequest } from 'fastify'
 import rateLimit from '@fastify/rate-limit'
 import { RateLimitedError } from '../src/errors.js'
-import type { Touched } from '../src/stores/session-store.js'
+import type { SessionStore, Touched } from '../src/stores/session-store.js'
 import { counter } from './metrics.js'
 
 /** Limits the /mcp handlers apply once they know what a request holds. */
@@ -28,6 +28,61 @@ declare module 'fastify' {
 
 type Counted = (error: Error | null, result?: { current: number, ttl: number }) => void
 
+/** How often a node adds the requests it counted to the shared count, in Redis mode. */
+export const RECONCILE_MS = 100
+
+/**
+ * Requests per key counted on this node and added to the store's shared count every RECONCILE_MS:
+ * a request without a session waits for no round trip. A node's decision sees the shared count as
+ * of the last reconciliation plus what it counted since, so across nodes a key can go past the
+ * limit by what the other nodes counted in one interval, no more.
+ */
+class ReconciledCounts {
+  readonly #store: SessionStore
+  readonly #windowMs: number
+  /** Counted here and not yet sent; sent and not yet answered. */
+  #pending = new Map<string, number>()
+  readonly #sending = new Map<string, number>()
+  /** The shared count of a key as the store last answered, until its window ends. */
+  readonly #shared = new Map<string, { hits: number, resetAt: number }>()
+  readonly #timer: NodeJS.Timeout
+
+  constructor (store: SessionStore, windowMs: number) {
+    this.#store = store
+    this.#windowMs = windowMs
+    this.#timer = setInterval(() => { this.#reconcile() }, RECONCILE_MS).unref()
+  }
+
+  count (key: string): { current: number, ttl: number } {
+    const now = Date.now()
+    const shared = this.#shared.get(key)
+    const known = shared !== undefined && shared.resetAt > now ? shared : undefined
+    const pending = (this.#pending.get(key) ?? 0) + 1
+    this.#pending.set(key, pending)
+    return { current: (known?.hits ?? 0) + (this.#sending.get(key) ?? 0) + pending, ttl: known === undefined ? this.#windowMs : known.resetAt - now }
+  }
+
+  #reconcile (): void {
+    const now = Date.now()
+    for (const [key, { resetAt }] of this.#shared) if (resetAt <= now) this.#shared.delete(key)
+    const batch = this.#pending
+    this.#pending = new Map()
+    for (const [key, count] of batch) {
+      this.#sending.set(key, (this.#sending.get(key) ?? 0) + count)
+      // The shared count and what is on its way change together, so no request is counted twice.
+      const settle = (answer?: { hits: number, resetMs: number }) => {
+        if (answer !== undefined) this.#shared.set(key, { hits: answer.hits, resetAt: Date.now() + answer.resetMs })
+        const left = this.#sending.get(key)! - count
+        if (left === 0) this.#sending.delete(key)
+        else this.#sending.set(key, left)
+      }
+      this.#store.hit(key, count).then(settle, () => settle())
+    }
+  }
+
+  close (): void { clearInterval(this.#timer) }
+}
+
 /**
  * Rate limiting for the routes that opt in with `config.rateLimit` (only /mcp), through
  * @fastify/rate-limit with a store of ours: a request of a live session is counted against the
@@ -43,7 +98,11 @@ export default fp(async function rateLimitPlugin (fastify) {
   /** Requests between their key being made and counted, by key, with the key to count them against if their session is not found. */
   const touches = new Map<string, { touched: Promise<Touched | undefined>, client: string }>()
 
+  // In memory mode the store counts in this process anyway.
+  const reconciled = store.mode === 'redis' ? new ReconciledCounts(store, config.RATE_LIMIT_WINDOW_MS) : undefined
+  if (reconciled !== undefined) fastify.addHook('onClose', async () => reconciled.close())
   const countClient = (key: string, done: Counted) => {
+    if (reconciled !== undefined) return done(null, reconciled.count(key))
     store.hit(key).then(({ hits, resetMs }) => done(null, { current: hits, ttl: resetMs }), done)
   }
 

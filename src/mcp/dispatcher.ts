@@ -4,7 +4,7 @@ import {
   ErrorCode, LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS,
   type CallToolResult, type ClientCapabilities, type InitializeResult, type RequestId, type ServerRequest
 } from '@modelcontextprotocol/sdk/types.js'
-import { McpHttpError, RpcError, ToolInputError } from '../errors.js'
+import { McpHttpError, ModernRequestError, RpcError, ToolInputError } from '../errors.js'
 import type { InitializeParams, LogLevel, SessionRecord } from '../stores/session-store.js'
 import { type FeatureContext, type FeatureRegistry, InputRequired, type ScopeHandles, type ScopeState, type ToolContext, toolError } from './features.js'
 import type { Call } from './protocol.js'
@@ -22,7 +22,7 @@ export const SERVER_CAPABILITIES = {
   logging: {}
 }
 
-export type ToolOutcome = 'success' | 'error' | 'invalid_arguments' | 'input_required' | 'unavailable' | 'internal_error'
+export type ToolOutcome = 'success' | 'error' | 'invalid_arguments' | 'input_required' | 'refused' | 'unavailable' | 'internal_error'
 
 /** What the contexts of features use beyond their session. */
 export interface ScopeServices {
@@ -337,6 +337,11 @@ export class Dispatcher {
     } catch (error) {
       if (error instanceof InputRequired) {
         done('input_required')
+        throw error
+      }
+      // A protocol error the tool chose (-32602, say), or a 2026 refusal the HTTP layer answers (-32021).
+      if (error instanceof RpcError || error instanceof ModernRequestError) {
+        done('refused')
         throw error
       }
       if (error instanceof ToolInputError) {

@@ -206,9 +206,9 @@ export class MemorySessionStore implements SessionStore {
     return { streamId, events }
   }
 
-  async hit (key: string): Promise<{ hits: number, resetMs: number }> {
+  async hit (key: string, count = 1): Promise<{ hits: number, resetMs: number }> {
     const counted = this.#hits.get(key)
-    const window = rateWindow(Date.now(), counted?.start ?? 0, counted?.hits ?? 0, this.#rateWindowMs)
+    const window = rateWindow(Date.now(), counted?.start ?? 0, counted?.hits ?? 0, this.#rateWindowMs, count)
     this.#hits.set(key, { start: window.start, hits: window.hits })
     return { hits: window.hits, resetMs: window.resetMs }
   }

@@ -267,12 +267,12 @@ if now - start >= window then start = now; hits = tonumber(ARGV[3]) end
 redis.call('HSET', KEYS[1], 'rateStart', start, 'rateHits', hits)
 return {hits, start + window - now}`
   },
-  /** KEYS hits; ARGV windowMs. A fixed window: returns the hits and milliseconds left. */
+  /** KEYS hits; ARGV windowMs count. A fixed window: returns the hits and milliseconds left. */
   mcpHit: {
     keys: 1,
     lua: `
-local hits = redis.call('INCR', KEYS[1])
-if hits == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+local hits = redis.call('INCRBY', KEYS[1], ARGV[2])
+if hits == tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
 return {hits, ttl}`
@@ -503,8 +503,8 @@ export class RedisSessionStore implements SessionStore {
     return { streamId, events }
   }
 
-  async hit (key: string): Promise<{ hits: number, resetMs: number }> {
-    const [hits, resetMs] = await this.#run('hit', () => this.#redis.mcpHit(`mcp:hits:${key}`, this.#rateWindowMs)) as [number, number]
+  async hit (key: string, count = 1): Promise<{ hits: number, resetMs: number }> {
+    const [hits, resetMs] = await this.#run('hit', () => this.#redis.mcpHit(`mcp:hits:${key}`, this.#rateWindowMs, count)) as [number, number]
     return { hits, resetMs }
   }
 

@@ -143,8 +143,8 @@ export interface SessionStore extends ScopeStore {
    * priming events; undefined when the id is malformed or the session is gone.
    */
   eventsAfter (id: string, lastEventId: string): Promise<{ streamId: string, events: StoredEvent[] } | undefined>
-  /** Counts a request against `key` (a client address, say) in the current rate-limit window. */
-  hit (key: string): Promise<{ hits: number, resetMs: number }>
+  /** Counts `count` requests (default 1) against `key` (a client address, say) in the current rate-limit window. */
+  hit (key: string, count?: number): Promise<{ hits: number, resetMs: number }>
   /** Counts `count` more requests in a session's rate-limit window (the rest of a batch); undefined when gone. */
   hitSession (id: string, count: number): Promise<{ hits: number, resetMs: number } | undefined>
   /** Live sessions in the whole store. */
