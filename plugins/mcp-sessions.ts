@@ -48,10 +48,10 @@ export default fp(async function mcpSessions (fastify) {
   const busMessages = counter(registry, 'mcp_bus_messages_total', 'Messages routed between nodes, by direction and kind', ['direction', 'kind'])
 
   const logError = (err: unknown, message: string) => fastify.log.error({ err }, message)
-  const handles = new ScopeHandles(store)
+  const handles = new ScopeHandles(store, config.INITIALIZE_RATE_LIMIT_MAX)
   const serverInfo = { name: 'calculator-mcp-server', version: VERSION }
   const streamBudget = new StreamBudget(config.MAX_STREAMS)
-  const listeners = new Listeners(bus, streamBudget, config.KEEPALIVE_MS)
+  const listeners = new Listeners(bus, streamBudget, config.KEEPALIVE_MS, config.LISTEN_STREAMS_PER_CLIENT)
   const resourceUpdated = (uri: string) => listeners.resourceUpdated(uri)
   const dispatcher = new Dispatcher({
     features: fastify.mcpFeatures,

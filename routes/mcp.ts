@@ -3,12 +3,13 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { JSONRPCMessage, JSONRPCRequest } from '@modelcontextprotocol/sdk/types.js'
 import {
   ForbiddenOriginError, InvalidRequestError, McpHttpError, MethodNotAllowedError, MissingSessionIdError, PayloadTooLargeError, SessionNotFoundError,
-  ShuttingDownError, TooManyStreamsError, rpcErrorBody
+  RateLimitedError, ShuttingDownError, TooManyStreamsError, rpcErrorBody
 } from '../src/errors.js'
 import type { ServerResponse } from 'node:http'
+import { HANDLE_PREFIX } from '../src/mcp/features.js'
 import { checkEnvelope, eraOf, isModernHeader } from '../src/mcp/modern.js'
 import { MAX_URI_LENGTH } from '../src/mcp/dispatcher.js'
-import { MAX_LISTEN_SUBSCRIPTIONS } from '../src/transport/listeners.js'
+import { MAX_LISTEN_SUBSCRIPTIONS, MAX_LISTEN_URI_BYTES } from '../src/transport/listeners.js'
 import { originMatcher } from '../src/origins.js'
 import { checkProtocolVersion, readMessages, requireAccept } from '../src/transport/http-rules.js'
 import type { LiveSession } from '../src/transport/session-cache.js'
@@ -44,11 +45,12 @@ function listenFilter (notifications: unknown): string[] | undefined {
   const resources = (notifications as { resourceSubscriptions?: unknown }).resourceSubscriptions ?? []
   if (!Array.isArray(resources) || resources.length > MAX_LISTEN_SUBSCRIPTIONS) return undefined
   if (!resources.every(uri => typeof uri === 'string' && uri.length <= MAX_URI_LENGTH)) return undefined
+  if (resources.reduce((bytes: number, uri: string) => bytes + Buffer.byteLength(uri), 0) > MAX_LISTEN_URI_BYTES) return undefined
   return resources
 }
 
-/** Whether a header value could be a session id of ours. */
-const couldBeSessionId = (id: unknown): id is string => typeof id === 'string' && id !== '' && id.length <= MAX_SESSION_ID_LENGTH
+/** Whether a header value could be a session id of ours (a handle's never is). */
+const couldBeSessionId = (id: unknown): id is string => typeof id === 'string' && id !== '' && id.length <= MAX_SESSION_ID_LENGTH && !id.startsWith(HANDLE_PREFIX)
 
 /**
  * The session id a request names; undefined when it is longer than any id minted here.
@@ -119,7 +121,7 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
    */
   async function withSession<T> (request: FastifyRequest, use: (live: LiveSession) => T | Promise<T>): Promise<T> {
     const id = sessionIdOf(request)
-    const live = id === undefined ? undefined : await cache.acquire(id, request.sessionTouched, request.principal?.id)
+    const live = id === undefined ? undefined : await cache.acquire(id, request.principal?.id, request.sessionTouched)
     if (live === undefined) throw new SessionNotFoundError()
     try {
       return await use(live)
@@ -151,7 +153,12 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
     const { messages } = readMessages(request.body)
     const message = messages[0] as JSONRPCRequest
     const envelope = checkEnvelope(message, request.headers)
-    authorization.authorize(request, [message])
+    try {
+      authorization.authorize(request, [message])
+    } catch (error) {
+      if (error instanceof McpHttpError) error.rpcId = message.id
+      throw error
+    }
     if (!('id' in message)) return reply.code(202).send()
     if (message.method === 'subscriptions/listen') return listen(request, reply, message)
     let raw: NodeJS.WritableStream | undefined
@@ -160,7 +167,8 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
     reply.raw.once('close', () => { if (!reply.raw.writableFinished) abort.abort() })
     let answer: JSONRPCMessage
     try {
-      answer = await modern.answer(message, envelope, request.principal?.id, abort.signal, {
+      const who = { client: request.principal === undefined ? `ip:${request.clientAddress}` : `pr:${request.principal.id}`, ...(request.principal !== undefined && { principal: request.principal.id }) }
+      answer = await modern.answer(message, envelope, who, abort.signal, {
         send: notification => {
           raw ??= openSse(reply, undefined, true)
           send(notification)
@@ -181,13 +189,18 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
    * subscriptions/listen: a stream of the changes the client asks for (the resources it names;
    * nothing else is offered), acknowledged first, each frame tagged with the request's id.
    */
-  function listen (request: FastifyRequest, reply: FastifyReply, message: JSONRPCRequest) {
+  async function listen (request: FastifyRequest, reply: FastifyReply, message: JSONRPCRequest) {
     if (cache.closing) throw new ShuttingDownError()
     const resources = listenFilter(message.params?.notifications)
     if (resources === undefined) {
-      return { jsonrpc: '2.0', id: message.id, error: { code: -32602, message: `Invalid params: notifications must be an object; resourceSubscriptions, when given, at most ${MAX_LISTEN_SUBSCRIPTIONS} URIs` } }
+      return { jsonrpc: '2.0', id: message.id, error: { code: -32602, message: `Invalid params: notifications must be an object; resourceSubscriptions, when given, at most ${MAX_LISTEN_SUBSCRIPTIONS} URIs of ${MAX_LISTEN_URI_BYTES} bytes together` } }
     }
-    if (!listeners.open(() => openSse(reply, undefined, true) as ServerResponse, message.id, resources)) throw new TooManyStreamsError()
+    const unknown = await modern.unlistenable(resources, request.principal?.id)
+    if (unknown !== undefined) return { jsonrpc: '2.0', id: message.id, error: { code: -32602, message: `Resource not found: ${unknown.slice(0, MAX_URI_LENGTH)}`, data: { uri: unknown } } }
+    const client = request.principal === undefined ? `ip:${request.clientAddress}` : `pr:${request.principal.id}`
+    const opened = listeners.open(() => openSse(reply, undefined, true) as ServerResponse, message.id, resources, client)
+    if (opened === 'node') throw new TooManyStreamsError()
+    if (opened === 'client') throw Object.assign(new RateLimitedError(5), { rpcId: message.id })
     return reply
   }
 

@@ -50,6 +50,7 @@ export const ConfigSchema = Type.Object({
   AUTH_CLOCK_TOLERANCE_SECONDS: Integer({ default: 5, minimum: 0, maximum: 300, description: 'seconds of clock skew allowed on exp and nbf' }),
   AUTH_FAILURE_LIMIT: Integer({ default: 30, minimum: 1, maximum: 100_000_000, description: 'refused access tokens per rate-limit window per client address before it gets 429' }),
   AUTH_DISABLED: Type.Boolean({ default: false, description: 'true to serve without authorization on a non-loopback HOST' }),
+  LISTEN_STREAMS_PER_CLIENT: Integer({ default: 10, minimum: 1, maximum: 100_000, description: 'subscriptions/listen streams one client (principal or address) may hold open on one node' }),
   REQUEST_STATE_KEY: Type.String({ default: '', pattern: '^(.{32,})?$', description: 'secret of at least 32 characters that signs 2026-07-28 requestState on every node (empty: one kept in Redis for all nodes, or made at boot in memory mode)' }),
   NODE_ID: Type.String({ default: '', pattern: '^[\\x21-\\x7E]{0,64}$', description: 'name of this node in X-Served-By and logs; defaults to hostname-pid' })
 })

@@ -299,6 +299,31 @@ test('authorization on one node (memory mode)', async t => {
     t.same(historyResults(structured(otherToken)), [42, 3], 'another token of the same principal reaches the session')
   })
 
+  await t.test('a 2026-07-28 history handle is bound to its principal too', async t => {
+    const modern = async (token: string, method: string, params: Record<string, unknown>) => {
+      const name = typeof params.name === 'string' ? params.name : typeof params.uri === 'string' ? params.uri : undefined
+      const response = await fetch(main.mcpUrl, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${token}`, 'mcp-protocol-version': '2026-07-28', 'mcp-method': method, ...(name !== undefined && { 'mcp-name': name }) },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params: { ...params, _meta: { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': {} } } })
+      })
+      return { status: response.status, body: await response.json() as Structured }
+    }
+    const created = await modern(tokenA, 'tools/call', { name: 'create_history', arguments: {} })
+    const history = created.body.result.structuredContent.history as string
+    t.match(history, /^h-/, 'A made a handle')
+    t.equal((await modern(tokenA, 'tools/call', { name: 'calculate', arguments: { a: 2, b: 3, op: 'add', history } })).body.result.structuredContent.calculationId, '1')
+    const asB = await modern(tokenB, 'tools/call', { name: 'calculate', arguments: { a: 1, b: 1, op: 'add', history } })
+    t.equal(asB.body.result.isError, true, 'B cannot write into A\'s handle')
+    t.match(asB.body.result.content[0].text, /Unknown handle/, 'exactly as for a handle that never existed')
+    const readAsB = await modern(tokenB, 'resources/read', { uri: `calculator://histories/${history}` })
+    t.equal(readAsB.body.error?.code, -32602, 'B cannot read it: not found')
+    const read = await modern(tokenA, 'resources/read', { uri: `calculator://histories/${history}` })
+    t.same(JSON.parse(read.body.result.contents[0].text).map((e: Structured) => e.result), [5], 'A\'s handle holds only A\'s calculation')
+    const listenAsB = await modern(tokenB, 'subscriptions/listen', { notifications: { resourceSubscriptions: [`calculator://histories/${history}`] } })
+    t.equal(listenAsB.body.error?.code, -32602, 'B cannot listen to A\'s handle either')
+  })
+
   await t.test('refused tokens are rate limited per address: 429 then, even with a valid token, until the window ends', async t => {
     const valid = `Bearer ${await tokenFor(auth, B, limitedResource)}`
     t.equal((await initializeWith(limited.mcpUrl, valid)).status, 200, 'a valid token works at first')

@@ -336,6 +336,7 @@ test('4. rate-limit keys of any length: 1,500 requests with 15 KB invented sessi
   const { redis, client } = await ownRedis(t)
   const server = await node(t, 'h4', redisEnv(redis))
   await callTool(server.mcpUrl, await initialize(server.mcpUrl), 'calculate', { a: 1, b: 1, op: 'add' })
+  await sleep(3 * RECONCILE_MS)
   const keysBefore = await client.dbsize()
   const memoryBefore = await usedMemory(client)
   const hitsBefore = await client.keys('mcp:hits:*')

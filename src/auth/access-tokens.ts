@@ -78,6 +78,8 @@ export class AccessTokenVerifier {
         audience,
         algorithms: [...algorithms],
         clockTolerance: clockToleranceSeconds,
+        // RFC 9068: an access token without an expiry would be good forever.
+        requiredClaims: ['exp'],
         ...(tokenType !== '' && { typ: tokenType })
       }))
     } catch (error) {

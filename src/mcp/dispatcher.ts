@@ -126,7 +126,7 @@ class FeatureCall implements FeatureContext {
 
   get state (): ScopeState { return this.#session.state }
   get session (): SessionRecord { return this.#session.record }
-  mint (): Promise<string> { return this.services.handles.mint(this.#session.record.principal) }
+  mint (): Promise<string> { return this.services.handles.mint(this.#session.record.principal, this.#session.record.principal === undefined ? `session:${this.#session.sessionId}` : `pr:${this.#session.record.principal}`) }
   open (handle: string): Promise<ScopeState> { return openHandle(this.services.handles, handle, this.#session.record.principal) }
   log (level: LogLevel, data: unknown): Promise<void> { return this.#session.log(this.#feature, level, data) }
   resourceUpdated (uri: string): Promise<void> {
@@ -152,7 +152,8 @@ class ToolCall extends FeatureCall implements ToolContext {
   }
 
   override get state (): ScopeState { return (this.#state ??= this.#session.stateFor(this.#call.id)) }
-  override open (handle: string): Promise<ScopeState> { return openHandle(this.services.handles, handle, this.#session.record.principal, requestKey(this.#call.id)) }
+  // A handle may be shared by many sessions: its writes are keyed by the session and the request.
+  override open (handle: string): Promise<ScopeState> { return openHandle(this.services.handles, handle, this.#session.record.principal, `${this.#session.sessionId}/${requestKey(this.#call.id)}`) }
   get clientCapabilities (): ClientCapabilities { return this.#session.clientCapabilities }
   get signal (): AbortSignal { return this.#call.signal }
 

@@ -3,6 +3,7 @@ import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 import type { CallToolResult, ClientCapabilities, GetPromptResult, ServerRequest, ToolAnnotations } from '@modelcontextprotocol/sdk/types.js'
 import { UriTemplate } from '@modelcontextprotocol/sdk/shared/uriTemplate.js'
 import { randomBytes } from 'node:crypto'
+import { RateLimitedError } from '../errors.js'
 import type { CounterUpdate, LogEntry, LogLevel, LogSpec, ScopeStore, SessionRecord, SessionStore } from '../stores/session-store.js'
 
 /**
@@ -68,6 +69,8 @@ export const NO_STATE = new ScopeState(NOWHERE, '')
 /** Handles start with this, so no session id (a UUID) is ever one and no handle is ever a session. */
 export const HANDLE_PREFIX = 'h-'
 const MAX_HANDLE_LENGTH = 64
+/** A handle inside a resource URI (`calculator://histories/h-…`). */
+export const HANDLE_IN_URI = /\bh-[A-Za-z0-9_-]{24}(?![A-Za-z0-9_-])/
 
 /**
  * Server-minted scopes that clients name by handle (the state of the 2026-07-28 revision, usable
@@ -76,13 +79,22 @@ const MAX_HANDLE_LENGTH = 64
  */
 export class ScopeHandles {
   readonly #store: SessionStore
+  readonly #maxPerWindow: number
 
-  constructor (store: SessionStore) {
+  /** `maxPerWindow`: handles one client may mint per rate-limit window, counted with the sessions it creates. */
+  constructor (store: SessionStore, maxPerWindow = Number.POSITIVE_INFINITY) {
     this.#store = store
+    this.#maxPerWindow = maxPerWindow
   }
 
-  /** A new scope for `principal` (or for whoever holds the handle, without one). */
-  async mint (principal: string | undefined): Promise<string> {
+  /**
+   * A new scope for `principal` (or for whoever holds the handle, without one), minted for
+   * `client` (a principal or an address), who may make as many handles as sessions.
+   * @throws {RateLimitedError} past that.
+   */
+  async mint (principal: string | undefined, client: string): Promise<string> {
+    const { hits, resetMs } = await this.#store.hit(`init:${client}`)
+    if (hits > this.#maxPerWindow) throw new RateLimitedError(Math.max(1, Math.ceil(resetMs / 1000)))
     const id = `${HANDLE_PREFIX}${randomBytes(18).toString('base64url')}`
     const now = Date.now()
     await this.#store.create({

@@ -1,11 +1,12 @@
+import { createHash } from 'node:crypto'
 import type { IncomingHttpHeaders } from 'node:http'
 import {
   ErrorCode, type ClientCapabilities, type JSONRPCMessage, type JSONRPCRequest, type RequestId, type ServerRequest
 } from '@modelcontextprotocol/sdk/types.js'
 import { McpHttpError, ModernRequestError, RpcError } from '../errors.js'
 import type { LogLevel } from '../stores/session-store.js'
-import { type Dispatcher, type RequestScope, SERVER_CAPABILITIES, openHandle, requestKey } from './dispatcher.js'
-import { type FeatureContext, type FeatureRegistry, InputRequired, NO_STATE, type ScopeHandles, type ScopeState, type ToolContext } from './features.js'
+import { type Dispatcher, type RequestScope, SERVER_CAPABILITIES, openHandle } from './dispatcher.js'
+import { type FeatureContext, type FeatureRegistry, HANDLE_IN_URI, InputRequired, NO_STATE, type ScopeHandles, type ScopeState, type ToolContext } from './features.js'
 import type { RequestStateCodec, RoundState, StateBinding } from './request-state.js'
 import { LOG_LEVELS } from './session-server.js'
 
@@ -42,14 +43,20 @@ const CACHE_HINTS: Record<string, { ttlMs: number, cacheScope: 'public' | 'priva
 
 const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value)
 
+/** A header's value without surrounding spaces and tabs (trimmed in linear time: no regular expression). */
 const header = (headers: IncomingHttpHeaders, name: string): string | undefined => {
   const value = headers[name]
-  return typeof value === 'string' ? value.replace(/^[ \t]+|[ \t]+$/g, '') : undefined
+  if (typeof value !== 'string') return undefined
+  let start = 0
+  let end = value.length
+  while (start < end && (value[start] === ' ' || value[start] === '\t')) start++
+  while (end > start && (value[end - 1] === ' ' || value[end - 1] === '\t')) end--
+  return value.slice(start, end)
 }
 
 /** Whether an MCP-Protocol-Version header names 2026-07-28 or a later revision. */
 export function isModernHeader (value: unknown): boolean {
-  return typeof value === 'string' && value.trim() >= MODERN_REVISION
+  return typeof value === 'string' && value.length <= 64 && value.trim() >= MODERN_REVISION
 }
 
 /** Whether a message's params._meta claims a protocol revision (the mark of a 2026-07-28 client). */
@@ -171,6 +178,8 @@ class ModernRequest implements RequestScope {
   readonly id: RequestId
   readonly envelope: Envelope
   readonly principal?: string
+  /** Who the request counts against: its principal, or its client's address. */
+  readonly client: string
   readonly signal: AbortSignal
   readonly stream: ResponseStream
   readonly options: ModernOptions
@@ -179,10 +188,11 @@ class ModernRequest implements RequestScope {
   /** Answers gathered so far by `ask`, kept in the next requestState. */
   readonly answers: Record<string, unknown> = {}
 
-  constructor (id: RequestId, envelope: Envelope, principal: string | undefined, signal: AbortSignal, stream: ResponseStream, options: ModernOptions) {
+  constructor (id: RequestId, envelope: Envelope, principal: string | undefined, client: string, signal: AbortSignal, stream: ResponseStream, options: ModernOptions) {
     this.id = id
     this.envelope = envelope
     if (principal !== undefined) this.principal = principal
+    this.client = client
     this.signal = signal
     this.stream = stream
     this.options = options
@@ -219,8 +229,9 @@ class ModernCall implements ToolContext {
     return input === undefined ? undefined : { responses: input.responses, state: input.round.state }
   }
 
-  mint (): Promise<string> { return this.#request.options.handles.mint(this.#request.principal) }
-  open (handle: string): Promise<ScopeState> { return openHandle(this.#request.options.handles, handle, this.#request.principal, requestKey(this.#request.id)) }
+  mint (): Promise<string> { return this.#request.options.handles.mint(this.#request.principal, this.#request.client) }
+  // JSON-RPC ids of this revision are unique per client only, and a handle may have many: its writes are not keyed.
+  open (handle: string): Promise<ScopeState> { return openHandle(this.#request.options.handles, handle, this.#request.principal) }
 
   async log (level: LogLevel, data: unknown): Promise<void> { await this.logToRequest(level, data) }
 
@@ -243,7 +254,9 @@ class ModernCall implements ToolContext {
   async ask<T> (request: ServerRequest, resultSchema: { parse (value: unknown): T }): Promise<T> {
     const key = `ask-${++this.#asked}`
     const input = this.#request.input
-    const answer = (isObject(input?.responses) ? input.responses[key] : undefined) ?? input?.round.answers[key]
+    // Only an answer to a question the signed state says was asked: no answering before being asked.
+    const answered = input !== undefined && input.round.asked.includes(key) && isObject(input.responses) ? input.responses[key] : undefined
+    const answer = answered ?? input?.round.answers[key]
     if (answer !== undefined) {
       this.#request.answers[key] = answer
       return resultSchema.parse(answer)
@@ -279,29 +292,50 @@ export class ModernServer {
    * Answers one checked request: resolves with its JSON-RPC response.
    * @throws {McpHttpError} what the HTTP layer answers instead (with the request's id).
    */
-  async answer (message: JSONRPCRequest, envelope: Envelope, principal: string | undefined, signal: AbortSignal, stream: ResponseStream): Promise<JSONRPCMessage> {
+  async answer (message: JSONRPCRequest, envelope: Envelope, who: { principal?: string, client: string }, signal: AbortSignal, stream: ResponseStream): Promise<JSONRPCMessage> {
     const { id, method } = message
-    const params = (message.params ?? {}) as Record<string, unknown>
-    const request = new ModernRequest(id, envelope, principal, signal, stream, this.#options)
-    const binding: StateBinding = { method, name: String(params[NAMED[method] ?? 'name'] ?? ''), principal: principal ?? '' }
+    const params = (isObject(message.params) ? message.params : {}) as Record<string, unknown>
+    const { principal, client } = who
+    const request = new ModernRequest(id, envelope, principal, client, signal, stream, this.#options)
+    // A requestState is good for a retry of the same operation (method, name or URI, arguments) by the same principal.
+    const named = params[NAMED[method] ?? 'name']
+    const binding: StateBinding = {
+      method,
+      name: `${typeof named === 'string' ? named : ''}#${createHash('sha256').update(JSON.stringify(params.arguments ?? null)).digest('base64url')}`,
+      principal: principal ?? ''
+    }
     try {
       if (method === 'server/discover') return this.#complete(id, method, this.discover())
       if (!this.#options.dispatcher.serves(method)) throw new ModernRequestError(ErrorCode.MethodNotFound, 'Method not found', id, undefined, 404)
       if (params.requestState !== undefined || params.inputResponses !== undefined) {
-        const round = params.requestState === undefined ? { state: undefined, answers: {} } : await this.#options.requestState.verify(params.requestState, binding)
+        const round = params.requestState === undefined ? { state: undefined, answers: {}, asked: [] } : await this.#options.requestState.verify(params.requestState, binding)
         if (round === undefined) throw new RpcError(ErrorCode.InvalidParams, 'requestState integrity check failed')
         request.input = { responses: params.inputResponses, round }
       }
       return this.#complete(id, method, await this.#options.dispatcher.handleIn(request, method, message.params) as Record<string, unknown>)
     } catch (error) {
       if (error instanceof InputRequired) {
-        const requestState = await this.#options.requestState.mint(binding, { state: error.state, answers: request.answers })
+        const requestState = await this.#options.requestState.mint(binding, { state: error.state, answers: request.answers, asked: Object.keys(error.inputRequests) })
         return { jsonrpc: '2.0', id, result: { resultType: 'input_required', inputRequests: error.inputRequests, requestState, _meta: this.#meta() } }
       }
       if (error instanceof RpcError) return { jsonrpc: '2.0', id, error: { code: error.code, message: error.message, ...(error.data !== undefined && { data: error.data }) } }
       if (error instanceof McpHttpError && error.rpcId === undefined) error.rpcId = id
       throw error
     }
+  }
+
+  /**
+   * The first of `uris` a listener may not subscribe to: one that names no resource here, or a
+   * handle that is unknown or someone else's. Undefined when all are fine.
+   */
+  async unlistenable (uris: readonly string[], principal: string | undefined): Promise<string | undefined> {
+    const { features, handles } = this.#options
+    for (const uri of uris) {
+      if (features.resource(uri) === undefined && features.matchTemplate(uri) === undefined) return uri
+      const handle = HANDLE_IN_URI.exec(uri)?.[0]
+      if (handle !== undefined && await handles.open(handle, principal) === undefined) return uri
+    }
+    return undefined
   }
 
   #meta () { return { [META.serverInfo]: this.#options.serverInfo } }

@@ -8,10 +8,11 @@ export interface StateBinding {
   principal: string
 }
 
-/** What a tool keeps across rounds of input_required: its own state and the answers so far. */
+/** What a tool keeps across rounds of input_required: its own state, the answers so far, and what this round asked. */
 export interface RoundState {
   state: unknown
   answers: Record<string, unknown>
+  asked: string[]
 }
 
 /**
@@ -56,7 +57,7 @@ export class RequestStateCodec {
       return undefined
     }
     if (decoded.exp < Date.now() || decoded.method !== binding.method || decoded.name !== binding.name || decoded.principal !== binding.principal) return undefined
-    return { state: decoded.state, answers: decoded.answers ?? {} }
+    return { state: decoded.state, answers: decoded.answers ?? {}, asked: decoded.asked ?? [] }
   }
 
   async #sign (payload: string): Promise<string> {

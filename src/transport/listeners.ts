@@ -1,10 +1,15 @@
 import type { ServerResponse } from 'node:http'
 import type { JSONRPCMessage, RequestId } from '@modelcontextprotocol/sdk/types.js'
+import { HANDLE_IN_URI } from '../mcp/features.js'
 import type { MessageBus } from './bus.js'
 import type { StreamBudget } from './session-transport.js'
 
-/** Resources one listen stream may subscribe to. */
+/** Resources one listen stream may subscribe to, and the bytes of their URIs together. */
 export const MAX_LISTEN_SUBSCRIPTIONS = 100
+export const MAX_LISTEN_URI_BYTES = 8192
+/** A listen stream whose client does not read, holding this much unsent, is closed. */
+const MAX_UNSENT_BYTES = 65_536
+
 const SUBSCRIPTION_ID = 'io.modelcontextprotocol/subscriptionId'
 /** How often a node holding listen streams says so to the others, and how long they believe it. */
 const ANNOUNCE_EVERY_MS = 5000
@@ -14,6 +19,7 @@ interface Listener {
   id: RequestId
   resources: ReadonlySet<string>
   raw: ServerResponse
+  client: string
 }
 
 /**
@@ -26,16 +32,20 @@ export class Listeners {
   readonly #bus: MessageBus
   readonly #streams: StreamBudget
   readonly #keepAliveMs: number
+  readonly #perClient: number
   readonly #here = new Set<Listener>()
+  /** Listen streams open here, by client (principal or address). */
+  readonly #clients = new Map<string, number>()
   /** When another node last said it holds listen streams, by node. */
   readonly #elsewhere = new Map<string, number>()
   #announcer?: NodeJS.Timeout
   #keepAlive?: NodeJS.Timeout
 
-  constructor (bus: MessageBus, streams: StreamBudget, keepAliveMs: number) {
+  constructor (bus: MessageBus, streams: StreamBudget, keepAliveMs: number, perClient: number) {
     this.#bus = bus
     this.#streams = streams
     this.#keepAliveMs = keepAliveMs
+    this.#perClient = perClient
     bus.onBroadcast(message => {
       if (message.kind === 'listening') {
         if (message.node !== bus.address) this.#elsewhere.set(message.node, Date.now())
@@ -49,6 +59,9 @@ export class Listeners {
 
   /** A resource changed: every listen stream subscribed to it, on any node, hears of it. */
   resourceUpdated (uri: string): void {
+    // In the 2026-07-28 revision the only state is in handles, so only resources that name one
+    // change; others (a session's history, say) are never announced: listeners are of no session.
+    if (!HANDLE_IN_URI.test(uri)) return
     // The broadcast comes back to this node too.
     if (this.#anyoneElse()) this.#bus.broadcast({ kind: 'updated', uri }).catch(() => {})
     else if (this.#here.size > 0) this.#deliver(uri)
@@ -57,18 +70,25 @@ export class Listeners {
   /**
    * Serves a listen stream on `raw`: the acknowledgement of what is honoured first, then the
    * changes asked for, each tagged with the listen request's id, until the client leaves.
-   * `start` sends the response's head and gives the response. False when this node holds as many
-   * streams as it may (the caller answers 503).
+   * `start` sends the response's head and gives the response. 'node' when this node holds as many
+   * streams as it may (the caller answers 503), 'client' when `client` holds as many listen
+   * streams here as it may (429).
    */
-  open (start: () => ServerResponse, id: RequestId, resources: readonly string[]): boolean {
-    if (!this.#streams.take()) return false
+  open (start: () => ServerResponse, id: RequestId, resources: readonly string[], client: string): true | 'node' | 'client' {
+    const held = this.#clients.get(client) ?? 0
+    if (held >= this.#perClient) return 'client'
+    if (!this.#streams.take()) return 'node'
+    this.#clients.set(client, held + 1)
     const raw = start()
-    const listener: Listener = { id, resources: new Set(resources), raw }
+    const listener: Listener = { id, resources: new Set(resources), raw, client }
     this.#here.add(listener)
     this.#send(listener, { jsonrpc: '2.0', method: 'notifications/subscriptions/acknowledged', params: { notifications: { resourceSubscriptions: [...listener.resources] }, _meta: { [SUBSCRIPTION_ID]: id } } })
     raw.once('close', () => {
       this.#here.delete(listener)
       this.#streams.give()
+      const left = this.#clients.get(client)! - 1
+      if (left === 0) this.#clients.delete(client)
+      else this.#clients.set(client, left)
       if (this.#here.size === 0) this.#stopTimers()
     })
     if (this.#here.size === 1) this.#startTimers()
@@ -99,6 +119,11 @@ export class Listeners {
   }
 
   #send (listener: Listener, message: JSONRPCMessage): void {
+    // A client that does not read does not make this node hold its notifications.
+    if (listener.raw.writableLength > MAX_UNSENT_BYTES) {
+      listener.raw.destroy()
+      return
+    }
     listener.raw.write(`event: message\ndata: ${JSON.stringify(message)}\n\n`)
   }
 

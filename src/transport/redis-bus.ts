@@ -37,7 +37,8 @@ export class RedisBus implements MessageBus {
   /** Subscribes to this node's channel; ioredis subscribes again by itself after a reconnection. */
   async start (): Promise<void> {
     const channel = channelOf(this.address)
-    await (this.#sharded ? this.#subscriber.ssubscribe(channel, EVERYONE) : this.#subscriber.subscribe(channel, EVERYONE))
+    // Apart: on a cluster the two channels live in different slots, and one SSUBSCRIBE takes one slot.
+    for (const name of [channel, EVERYONE]) await (this.#sharded ? this.#subscriber.ssubscribe(name) : this.#subscriber.subscribe(name))
   }
 
   async publish (to: string, message: BusMessage): Promise<void> {

@@ -133,7 +133,7 @@ export class SessionCache {
    * Undefined when the session expired, was deleted, never existed or is another principal's.
    * @throws {StorageUnavailableError} when the store cannot be reached.
    */
-  async acquire (id: string, touching = this.touch(id), principal?: string): Promise<LiveSession | undefined> {
+  async acquire (id: string, principal?: string, touching = this.touch(id, principal)): Promise<LiveSession | undefined> {
     const touched = await touching
     if (touched === undefined) {
       // Gone; but another principal asking for it is no reason to drop it here.

@@ -1,0 +1,175 @@
+// The 2026-07-28 revision's own rules, over real HTTP: handles, input_required, subscriptions/listen
+// (on one node and across two nodes sharing Redis), and the bounds an attacker would push.
+import { test } from 'tap'
+import { startNode } from './helpers/nodes.js'
+import { startRedis } from './helpers/processes.js'
+import { initialize, post } from './helpers/raw-client.js'
+import { startServer } from './helpers/server.js'
+
+type Json = Record<string, any>
+const META = { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': { elicitation: {} } }
+let nextId = 1
+
+/** A 2026-07-28 request with its headers; the answer's status and JSON body. */
+async function modern (url: URL, method: string, params: Json = {}, id: number = nextId++): Promise<{ status: number, body: Json }> {
+  const named = typeof params.name === 'string' ? params.name : typeof params.uri === 'string' ? params.uri : undefined
+  const response = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2026-07-28', 'mcp-method': method, ...(named !== undefined && { 'mcp-name': named }) },
+    body: JSON.stringify({ jsonrpc: '2.0', id, method, params: { ...params, _meta: META } })
+  })
+  return { status: response.status, body: await response.json() as Json }
+}
+
+const call = async (url: URL, name: string, args: Json, extra: Json = {}, id?: number) => (await modern(url, 'tools/call', { name, arguments: args, ...extra }, id)).body
+const newHistory = async (url: URL) => (await call(url, 'create_history', {})).result.structuredContent.history as string
+
+/** Opens a listen stream; resolves with a reader of its frames once the acknowledgement came. */
+async function listen (url: URL, resources: string[]) {
+  const controller = new AbortController()
+  const response = await fetch(url, {
+    method: 'POST',
+    signal: controller.signal,
+    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'subscriptions/listen' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 'listen-1', method: 'subscriptions/listen', params: { notifications: { resourceSubscriptions: resources }, _meta: META } })
+  })
+  const frames: Json[] = []
+  if (response.headers.get('content-type')?.startsWith('text/event-stream') !== true) return { response, frames, body: await response.json() as Json, close: () => controller.abort() }
+  const reader = response.body!.getReader()
+  const decoder = new TextDecoder()
+  let buffer = ''
+  const pump = (async () => {
+    for (;;) {
+      const { value, done } = await reader.read().catch(() => ({ value: undefined, done: true }))
+      if (done === true) return
+      buffer += decoder.decode(value)
+      let end
+      while ((end = buffer.indexOf('\n\n')) >= 0) {
+        const data = buffer.slice(0, end).split('\n').find(line => line.startsWith('data: '))
+        buffer = buffer.slice(end + 2)
+        if (data !== undefined) frames.push(JSON.parse(data.slice(6)))
+      }
+    }
+  })()
+  const until = async (what: (frames: Json[]) => boolean, ms = 3000) => {
+    const deadline = Date.now() + ms
+    while (!what(frames) && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 10))
+    return what(frames)
+  }
+  await until(f => f.length > 0)
+  return { response, frames, until, close: () => { controller.abort(); return pump } }
+}
+
+test('handles, retries and input_required on one node', async t => {
+  const server = await startServer({ INITIALIZE_RATE_LIMIT_MAX: '5' })
+  t.teardown(() => server.close())
+  const url = server.mcpUrl
+  const history = await newHistory(url)
+
+  await t.test('the same JSON-RPC id from two requests on one handle records both: ids are unique per client only', async t => {
+    t.equal((await call(url, 'calculate', { a: 2, b: 3, op: 'add', history }, {}, 77)).result.structuredContent.result, 5)
+    const second = await call(url, 'calculate', { a: 100, b: 100, op: 'multiply', history }, {}, 77)
+    t.equal(second.result.structuredContent.result, 10000, 'the second call is answered as itself')
+    const read = await call(url, 'get_history', { history })
+    t.same(read.result.structuredContent.entries.map((e: Json) => e.result), [5, 10000])
+  })
+
+  await t.test('a handle is no session id, and a session id no handle', async t => {
+    const answer = await post(url, { jsonrpc: '2.0', id: 1, method: 'tools/list' }, history)
+    t.equal(answer.status, 404, 'a handle as Mcp-Session-Id: 404')
+    const sessionId = await initialize(url)
+    const asHandle = await call(url, 'get_history', { history: sessionId })
+    t.equal(asHandle.result.isError, true, 'a session id as a handle: unknown handle')
+  })
+
+  await t.test('requestState is bound to the arguments it was made for, and answers are only taken when asked', async t => {
+    const other = await newHistory(url)
+    await call(url, 'calculate', { a: 1, b: 1, op: 'add', history: other })
+    const first = await call(url, 'clear_history', { history })
+    t.equal(first.result.resultType, 'input_required')
+    const state = first.result.requestState
+    const yes = { 'ask-1': { action: 'accept', content: { confirm: true } } }
+    const moved = await call(url, 'clear_history', { history: other }, { inputResponses: yes, requestState: state })
+    t.equal(moved.error?.code, -32602, 'a state made for one handle does not clear another')
+    const unasked = await call(url, 'clear_history', { history: other }, { inputResponses: yes })
+    t.equal(unasked.result.resultType, 'input_required', 'an answer sent before being asked is not taken')
+    t.equal((await call(url, 'get_history', { history: other })).result.structuredContent.entries.length, 1, 'nothing cleared')
+    const cleared = await call(url, 'clear_history', { history }, { inputResponses: yes, requestState: state })
+    t.equal(cleared.result.structuredContent.cleared, 2, 'the state and answer of this call clear this handle')
+  })
+
+  await t.test('handles count with the sessions a client creates (INITIALIZE_RATE_LIMIT_MAX)', async t => {
+    const statuses: number[] = []
+    for (let i = 0; i < 4; i++) statuses.push((await modern(url, 'tools/call', { name: 'create_history', arguments: {} })).status)
+    t.equal(statuses.at(-1), 429, `past the limit: 429 (${statuses.join(', ')})`)
+  })
+})
+
+test('subscriptions/listen on one node: what may be listened to, and how much', async t => {
+  const server = await startServer({ LISTEN_STREAMS_PER_CLIENT: '2' })
+  t.teardown(() => server.close())
+  const url = server.mcpUrl
+  const history = await newHistory(url)
+  const uri = `calculator://histories/${history}`
+
+  await t.test('the acknowledgement first, then the changes of the handle asked for, tagged with the request id', async t => {
+    const stream = await listen(url, [uri])
+    t.equal(stream.frames[0]?.method, 'notifications/subscriptions/acknowledged')
+    t.same(stream.frames[0]?.params.notifications.resourceSubscriptions, [uri])
+    await call(url, 'calculate', { a: 1, b: 2, op: 'add', history })
+    t.ok(await stream.until!(f => f.length > 1), 'the change arrives')
+    t.same(stream.frames[1], { jsonrpc: '2.0', method: 'notifications/resources/updated', params: { uri, _meta: { 'io.modelcontextprotocol/subscriptionId': 'listen-1' } } })
+    await stream.close()
+  })
+
+  await t.test('a session\'s changes never reach listeners, who are of no session', async t => {
+    const stream = await listen(url, ['calculator://history'])
+    t.equal(stream.frames[0]?.method, 'notifications/subscriptions/acknowledged')
+    const sessionId = await initialize(url)
+    await post(url, { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'calculate', arguments: { a: 1, b: 1, op: 'add' } } }, sessionId)
+    t.notOk(await stream.until!(f => f.length > 1, 300), 'nothing heard')
+    await stream.close()
+  })
+
+  await t.test('unknown resources and handles are refused; URIs are bounded in number and bytes', async t => {
+    const unknown = await listen(url, ['calculator://nothing-here'])
+    t.equal(unknown.body?.error?.code, -32602)
+    const noHandle = await listen(url, [`calculator://histories/h-${'A'.repeat(24)}`])
+    t.equal(noHandle.body?.error?.code, -32602, 'a handle that does not exist')
+    const many = await listen(url, Array.from({ length: 101 }, () => uri))
+    t.equal(many.body?.error?.code, -32602, '101 URIs')
+    const long = await listen(url, Array.from({ length: 5 }, () => `calculator://histories/${'x'.repeat(2000)}`))
+    t.equal(long.body?.error?.code, -32602, 'more than 8 KiB of URIs')
+  })
+
+  await t.test('a client holds at most LISTEN_STREAMS_PER_CLIENT streams on a node', async t => {
+    const open = [await listen(url, [uri]), await listen(url, [uri])]
+    const third = await listen(url, [uri])
+    t.equal(third.response.status, 429)
+    t.equal(third.body?.error?.id ?? third.body?.id, 'listen-1', 'the refusal carries the request id')
+    await Promise.all(open.map(s => s.close()))
+    await new Promise(resolve => setTimeout(resolve, 100))
+    const again = await listen(url, [uri])
+    t.equal(again.frames[0]?.method, 'notifications/subscriptions/acknowledged', 'a place is free again once one closed')
+    await again.close()
+  })
+})
+
+test('a change on one node reaches a listener held by another (Redis)', async t => {
+  const redis = await startRedis()
+  const env = { USE_REDIS: 'true', REDIS_URL: redis.url }
+  const [a, c] = [await startNode('listen-a', env), await startNode('listen-c', env)]
+  t.teardown(async () => {
+    await Promise.all([a.kill(), c.kill()])
+    await redis.stop()
+  })
+  const history = await newHistory(c.mcpUrl)
+  const uri = `calculator://histories/${history}`
+  const stream = await listen(a.mcpUrl, [uri])
+  t.equal(stream.frames[0]?.method, 'notifications/subscriptions/acknowledged', 'node A holds the listen stream')
+  // Node C learns that someone listens from A's announcement on the broadcast channel.
+  await new Promise(resolve => setTimeout(resolve, 200))
+  await call(c.mcpUrl, 'calculate', { a: 6, b: 7, op: 'multiply', history })
+  t.ok(await stream.until!(f => f.some(frame => frame.method === 'notifications/resources/updated')), 'the calculation made on node C reaches the listener on node A')
+  await stream.close()
+})
