@@ -163,12 +163,19 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
     if (message.method === 'subscriptions/listen') return listen(request, reply, message)
     let raw: NodeJS.WritableStream | undefined
     const send = (answer: JSONRPCMessage) => raw!.write(`event: message\ndata: ${JSON.stringify(answer)}\n\n`)
-    const abort = new AbortController()
-    reply.raw.once('close', () => { if (!reply.raw.writableFinished) abort.abort() })
+    // Made when a tool first asks for it: most calls never do.
+    let abort: AbortController | undefined
+    const signal = () => {
+      if (abort === undefined) {
+        const controller = abort = new AbortController()
+        reply.raw.once('close', () => { if (!reply.raw.writableFinished) controller.abort() })
+      }
+      return abort.signal
+    }
     let answer: JSONRPCMessage
     try {
       const who = { client: request.principal === undefined ? `ip:${request.clientAddress}` : `pr:${request.principal.id}`, ...(request.principal !== undefined && { principal: request.principal.id }) }
-      answer = await modern.answer(message, envelope, who, abort.signal, {
+      answer = await modern.answer(message, envelope, who, signal, {
         send: notification => {
           raw ??= openSse(reply, undefined, true)
           send(notification)

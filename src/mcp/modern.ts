@@ -180,7 +180,7 @@ class ModernRequest implements RequestScope {
   readonly principal?: string
   /** Who the request counts against: its principal, or its client's address. */
   readonly client: string
-  readonly signal: AbortSignal
+  readonly #signal: () => AbortSignal
   readonly stream: ResponseStream
   readonly options: ModernOptions
   /** With a retry of an input_required answer: the client's answers and the verified round state. */
@@ -188,15 +188,18 @@ class ModernRequest implements RequestScope {
   /** Answers gathered so far by `ask`, kept in the next requestState. */
   readonly answers: Record<string, unknown> = {}
 
-  constructor (id: RequestId, envelope: Envelope, principal: string | undefined, client: string, signal: AbortSignal, stream: ResponseStream, options: ModernOptions) {
+  constructor (id: RequestId, envelope: Envelope, principal: string | undefined, client: string, signal: () => AbortSignal, stream: ResponseStream, options: ModernOptions) {
     this.id = id
     this.envelope = envelope
     if (principal !== undefined) this.principal = principal
     this.client = client
-    this.signal = signal
+    this.#signal = signal
     this.stream = stream
     this.options = options
   }
+
+  /** Aborted when the client leaves before the answer. */
+  get signal (): AbortSignal { return this.#signal() }
 
   featureContext (feature: string): FeatureContext { return new ModernCall(this, feature, undefined) }
   toolContext (feature: string, progressToken: string | number | undefined): ToolContext { return new ModernCall(this, feature, progressToken) }
@@ -292,30 +295,29 @@ export class ModernServer {
    * Answers one checked request: resolves with its JSON-RPC response.
    * @throws {McpHttpError} what the HTTP layer answers instead (with the request's id).
    */
-  async answer (message: JSONRPCRequest, envelope: Envelope, who: { principal?: string, client: string }, signal: AbortSignal, stream: ResponseStream): Promise<JSONRPCMessage> {
+  async answer (message: JSONRPCRequest, envelope: Envelope, who: { principal?: string, client: string }, signal: () => AbortSignal, stream: ResponseStream): Promise<JSONRPCMessage> {
     const { id, method } = message
     const params = (isObject(message.params) ? message.params : {}) as Record<string, unknown>
     const { principal, client } = who
     const request = new ModernRequest(id, envelope, principal, client, signal, stream, this.#options)
     // A requestState is good for a retry of the same operation (method, name or URI, arguments) by the same principal.
-    const named = params[NAMED[method] ?? 'name']
-    const binding: StateBinding = {
-      method,
-      name: `${typeof named === 'string' ? named : ''}#${createHash('sha256').update(JSON.stringify(params.arguments ?? null)).digest('base64url')}`,
-      principal: principal ?? ''
+    const binding = (): StateBinding => {
+      const named = params[NAMED[method] ?? 'name']
+      const digest = createHash('sha256').update(JSON.stringify(params.arguments ?? null)).digest('base64url')
+      return { method, name: `${typeof named === 'string' ? named : ''}#${digest}`, principal: principal ?? '' }
     }
     try {
       if (method === 'server/discover') return this.#complete(id, method, this.discover())
       if (!this.#options.dispatcher.serves(method)) throw new ModernRequestError(ErrorCode.MethodNotFound, 'Method not found', id, undefined, 404)
       if (params.requestState !== undefined || params.inputResponses !== undefined) {
-        const round = params.requestState === undefined ? { state: undefined, answers: {}, asked: [] } : await this.#options.requestState.verify(params.requestState, binding)
+        const round = params.requestState === undefined ? { state: undefined, answers: {}, asked: [] } : await this.#options.requestState.verify(params.requestState, binding())
         if (round === undefined) throw new RpcError(ErrorCode.InvalidParams, 'requestState integrity check failed')
         request.input = { responses: params.inputResponses, round }
       }
       return this.#complete(id, method, await this.#options.dispatcher.handleIn(request, method, message.params) as Record<string, unknown>)
     } catch (error) {
       if (error instanceof InputRequired) {
-        const requestState = await this.#options.requestState.mint(binding, { state: error.state, answers: request.answers, asked: Object.keys(error.inputRequests) })
+        const requestState = await this.#options.requestState.mint(binding(), { state: error.state, answers: request.answers, asked: Object.keys(error.inputRequests) })
         return { jsonrpc: '2.0', id, result: { resultType: 'input_required', inputRequests: error.inputRequests, requestState, _meta: this.#meta() } }
       }
       if (error instanceof RpcError) return { jsonrpc: '2.0', id, error: { code: error.code, message: error.message, ...(error.data !== undefined && { data: error.data }) } }
