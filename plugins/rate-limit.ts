@@ -158,4 +158,4 @@ export default fp(async function rateLimitPlugin (fastify) {
 const retryAfter = (ms: number) => Math.max(1, Math.ceil(ms / 1000))
 
 /** Who a request without a live session is counted against: its principal when tokens are required, else its address. */
-const clientKey = (request: FastifyRequest) => request.principal === undefined ? `ip:${request.clientAddress}` : `pr:${request.principal.id}`
+export const clientKey = (request: FastifyRequest) => request.principal === undefined ? `ip:${request.clientAddress}` : `pr:${request.principal.id}`

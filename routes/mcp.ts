@@ -1,3 +1,4 @@
+import type { ServerResponse } from 'node:http'
 import { Transform } from 'node:stream'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { JSONRPCMessage, JSONRPCRequest } from '@modelcontextprotocol/sdk/types.js'
@@ -5,7 +6,7 @@ import {
   ForbiddenOriginError, InvalidRequestError, McpHttpError, MethodNotAllowedError, MissingSessionIdError, PayloadTooLargeError, SessionNotFoundError,
   RateLimitedError, ShuttingDownError, TooManyStreamsError, rpcErrorBody
 } from '../src/errors.js'
-import type { ServerResponse } from 'node:http'
+import { clientKey } from '../plugins/rate-limit.js'
 import { HANDLE_PREFIX } from '../src/mcp/features.js'
 import { checkEnvelope, eraOf, isModernHeader } from '../src/mcp/modern.js'
 import { MAX_URI_LENGTH } from '../src/mcp/dispatcher.js'
@@ -174,7 +175,7 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
     }
     let answer: JSONRPCMessage
     try {
-      const who = { client: request.principal === undefined ? `ip:${request.clientAddress}` : `pr:${request.principal.id}`, ...(request.principal !== undefined && { principal: request.principal.id }) }
+      const who = { client: clientKey(request), ...(request.principal !== undefined && { principal: request.principal.id }) }
       answer = await modern.answer(message, envelope, who, signal, {
         send: notification => {
           raw ??= openSse(reply, undefined, true)
@@ -204,8 +205,7 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
     }
     const unknown = await modern.unlistenable(resources, request.principal?.id)
     if (unknown !== undefined) return { jsonrpc: '2.0', id: message.id, error: { code: -32602, message: `Resource not found: ${unknown.slice(0, MAX_URI_LENGTH)}`, data: { uri: unknown } } }
-    const client = request.principal === undefined ? `ip:${request.clientAddress}` : `pr:${request.principal.id}`
-    const opened = listeners.open(() => openSse(reply, undefined, true) as ServerResponse, message.id, resources, client)
+    const opened = listeners.open(() => openSse(reply, undefined, true) as ServerResponse, message.id, resources, clientKey(request))
     if (opened === 'node') throw new TooManyStreamsError()
     if (opened === 'client') throw Object.assign(new RateLimitedError(5), { rpcId: message.id })
     return reply

@@ -11,10 +11,10 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { type AuthServer, startAuthServer } from './helpers/auth-server.js'
 import { needs } from './helpers/needs.js'
 import { node22Env } from './helpers/node22.js'
-import { type ServerNode, recordingServedBy, writeNginxConfig } from './helpers/nodes.js'
+import { type ServerNode, recordingServedBy, startNginxIn, startNode, writeNginxConfig } from './helpers/nodes.js'
 import {
   InMemoryOAuthClient, bearer, bootRefusal, callToolAs, deleteAs, forge, freePorts, initializeAs, initializeWith, openStreamAs,
-  parseChallenge, publicKeyPem, recordingFetch, startNginxIn, startNodeOn
+  parseChallenge, publicKeyPem, recordingFetch
 } from './helpers/oauth-client.js'
 import { startRedis } from './helpers/processes.js'
 import type { Answer } from './helpers/raw-client.js'
@@ -72,7 +72,7 @@ test('authorization on one node (memory mode)', async t => {
   const shortLived = await authServer({ resources: [expiryResource], scopes: SCOPES, clients: CLIENTS, accessTokenTtlSeconds: 1 })
 
   const node = async (id: string, port: number, env: Record<string, string>) => {
-    const started = await startNodeOn(id, port, env)
+    const started = await startNode(id, env, port)
     nodes.push(started)
     return started
   }
@@ -368,7 +368,7 @@ test('boot: a non-loopback HOST needs an issuer, or AUTH_DISABLED', async t => {
   })
 
   await t.test('HOST=0.0.0.0 with AUTH_DISABLED=true boots: /health says auth: disabled', async t => {
-    const node = await startNodeOn('disabled', disabledPort, { ...unset, HOST: '0.0.0.0', AUTH_DISABLED: 'true' })
+    const node = await startNode('disabled', { ...unset, HOST: '0.0.0.0', AUTH_DISABLED: 'true' }, disabledPort)
     nodes.push(node)
     t.match(await (await fetch(`${node.url}/health`)).json(), { status: 'ok', auth: 'disabled' })
     t.equal((await initializeWith(node.mcpUrl)).status, 200, 'no token needed')
@@ -382,7 +382,7 @@ test('boot: a non-loopback HOST needs an issuer, or AUTH_DISABLED', async t => {
   })
 
   await t.test('the default loopback HOST without an issuer boots open: /health says auth: open', async t => {
-    const node = await startNodeOn('open', openPort, unset)
+    const node = await startNode('open', unset, openPort)
     nodes.push(node)
     t.match(await (await fetch(`${node.url}/health`)).json(), { status: 'ok', auth: 'open' })
     t.equal((await initializeWith(node.mcpUrl)).status, 200, 'no token needed')
@@ -403,7 +403,7 @@ test('three nodes in Redis mode behind nginx, PUBLIC_URL the nginx URL', { skip:
   const env = { USE_REDIS: 'true', REDIS_URL: redis.url, AUTH_ISSUER: auth.issuer, PUBLIC_URL: publicUrl }
   const nodes: ServerNode[] = []
   stops.push(() => Promise.all(nodes.map(n => n.kill())).then(() => {}))
-  await Promise.all(['node-a', 'node-b', 'node-c'].map(async (id, i) => { nodes.push(await startNodeOn(id, ports[i]!, env)) }))
+  await Promise.all(['node-a', 'node-b', 'node-c'].map(async (id, i) => { nodes.push(await startNode(id, env, ports[i]!)) }))
   const lb = await startNginxIn(dir, lbPort)
   stops.push(() => lb.stop())
 

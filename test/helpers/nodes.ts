@@ -24,8 +24,20 @@ export interface ServerNode {
  * A server process started the way `npm start` starts it (fastify start on the compiled app),
  * with its own NODE_ID and port.
  */
-export async function startNode (id: string, env: Record<string, string>): Promise<ServerNode> {
-  const port = await freePort()
+/** fastify-cli on the compiled app, as `npm start` runs it, its output kept (the last 200 chunks) in `output`. */
+export function spawnServer (id: string, port: number, env: Record<string, string>, output: string[]): ChildProcess {
+  const child = spawn(process.execPath, [
+    join(ROOT, 'node_modules/fastify-cli/cli.js'), 'start', '-o', '-l', process.env.TEST_LOG_LEVEL ?? 'warn',
+    '-a', '127.0.0.1', '-p', String(port), '-g', '10000', join(ROOT, 'dist/src/app.js')
+  ], { env: { ...process.env, NODE_ID: id, RATE_LIMIT_MAX: '1000000', MAX_EVENT_LOOP_DELAY_MS: '0', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  const keep = (chunk: Buffer) => { output.push(chunk.toString()); if (output.length > 200) output.shift() }
+  child.stdout!.on('data', keep)
+  child.stderr!.on('data', keep)
+  return child
+}
+
+export async function startNode (id: string, env: Record<string, string>, port?: number): Promise<ServerNode> {
+  port ??= await freePort()
   const node: ServerNode = {
     id,
     port,
@@ -35,13 +47,7 @@ export async function startNode (id: string, env: Record<string, string>): Promi
     output: [],
     kill: signal => stop(node.process, signal),
     async start () {
-      node.process = spawn(process.execPath, [
-        join(ROOT, 'node_modules/fastify-cli/cli.js'), 'start', '-o', '-l', process.env.TEST_LOG_LEVEL ?? 'warn',
-        '-a', '127.0.0.1', '-p', String(port), '-g', '10000', join(ROOT, 'dist/src/app.js')
-      ], { env: { ...process.env, NODE_ID: id, RATE_LIMIT_MAX: '1000000', MAX_EVENT_LOOP_DELAY_MS: '0', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
-      const keep = (chunk: Buffer) => { node.output.push(chunk.toString()); if (node.output.length > 200) node.output.shift() }
-      node.process.stdout!.on('data', keep)
-      node.process.stderr!.on('data', keep)
+      node.process = spawnServer(id, port!, env, node.output)
       await waitUntil(`node ${id} on ${port}`, async () => (await fetch(`${node.url}/health/live`)).ok, 20_000)
     }
   }
@@ -62,6 +68,11 @@ export interface LoadBalancer {
  */
 export async function startNginx (ports: number[]): Promise<LoadBalancer> {
   const { dir, port } = await writeNginxConfig(ports)
+  return startNginxIn(dir, port)
+}
+
+/** nginx on a configuration writeNginxConfig wrote, listening on its port. */
+export async function startNginxIn (dir: string, port: number): Promise<LoadBalancer> {
   const child = spawn('nginx', ['-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: 'ignore' })
   const url = `http://127.0.0.1:${port}`
   await waitUntil(`nginx on ${port}`, async () => (await fetch(`${url}/health/live`)).ok)

@@ -1,11 +1,9 @@
-import { type ChildProcess, spawn } from 'node:child_process'
 import { type JsonWebKey, createPublicKey, randomBytes } from 'node:crypto'
-import { join } from 'node:path'
 import { type JWK, type JWTPayload, SignJWT, base64url, decodeJwt, decodeProtectedHeader, importJWK } from 'jose'
 import type { OAuthClientProvider } from '@modelcontextprotocol/sdk/client/auth.js'
 import type { OAuthClientInformationMixed, OAuthClientMetadata, OAuthTokens } from '@modelcontextprotocol/sdk/shared/auth.js'
-import { ROOT, type ServerNode } from './nodes.js'
-import { freePort, stop, waitUntil } from './processes.js'
+import { spawnServer } from './nodes.js'
+import { freePort } from './processes.js'
 import { type Answer, post } from './raw-client.js'
 
 /**
@@ -134,35 +132,6 @@ export function publicKeyPem (key: JWK): string {
   return createPublicKey({ key: publicJwk as JsonWebKey, format: 'jwk' }).export({ type: 'spki', format: 'pem' }).toString()
 }
 
-/**
- * A server process started as startNode (nodes.ts) starts it, on a port chosen beforehand, so
- * that PUBLIC_URL can name it (or a load balancer in front) before it starts.
- */
-export async function startNodeOn (id: string, port: number, env: Record<string, string>): Promise<ServerNode> {
-  const node: ServerNode = {
-    id,
-    port,
-    url: `http://127.0.0.1:${port}`,
-    mcpUrl: new URL(`http://127.0.0.1:${port}/mcp`),
-    process: undefined as unknown as ChildProcess,
-    output: [],
-    kill: signal => stop(node.process, signal),
-    async start () {
-      node.process = spawnServer(id, port, env, node.output)
-      const exited = new Promise<never>((_resolve, reject) => node.process.once('exit', code => reject(new Error(`node ${id} exited with ${code}: ${node.output.join('')}`))))
-      exited.catch(() => {})
-      try {
-        await Promise.race([exited, waitUntil(`node ${id} on ${port}`, async () => (await fetch(`${node.url}/health/live`)).ok, 20_000)])
-      } catch (error) {
-        await stop(node.process, 'SIGKILL')
-        throw error
-      }
-    }
-  }
-  await node.start()
-  return node
-}
-
 /** `count` distinct TCP ports that were free a moment ago on loopback. */
 export async function freePorts (count: number): Promise<number[]> {
   const ports = new Set<number>()
@@ -188,24 +157,4 @@ export async function bootRefusal (port: number, env: Record<string, string>, ti
   const code = await new Promise<number | null>(resolve => child.once('exit', resolve))
   clearTimeout(timer)
   return { code, output: output.join('') }
-}
-
-/** fastify-cli on the compiled app, as `npm start` runs it (see startNode in nodes.ts). */
-function spawnServer (id: string, port: number, env: Record<string, string>, output: string[]): ChildProcess {
-  const child = spawn(process.execPath, [
-    join(ROOT, 'node_modules/fastify-cli/cli.js'), 'start', '-o', '-l', process.env.TEST_LOG_LEVEL ?? 'warn',
-    '-a', '127.0.0.1', '-p', String(port), '-g', '10000', join(ROOT, 'dist/src/app.js')
-  ], { env: { ...process.env, NODE_ID: id, RATE_LIMIT_MAX: '1000000', MAX_EVENT_LOOP_DELAY_MS: '0', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
-  const keep = (chunk: Buffer) => { output.push(chunk.toString()); if (output.length > 200) output.shift() }
-  child.stdout!.on('data', keep)
-  child.stderr!.on('data', keep)
-  return child
-}
-
-/** nginx on a configuration writeNginxConfig (nodes.ts) wrote, listening on its port. */
-export async function startNginxIn (dir: string, port: number): Promise<{ url: string, mcpUrl: URL, stop (): Promise<void> }> {
-  const child = spawn('nginx', ['-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: 'ignore' })
-  const url = `http://127.0.0.1:${port}`
-  await waitUntil(`nginx on ${port}`, async () => (await fetch(`${url}/health/live`)).ok)
-  return { url, mcpUrl: new URL(`${url}/mcp`), stop: () => stop(child, 'SIGQUIT') }
 }
