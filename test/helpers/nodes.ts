@@ -66,8 +66,8 @@ export interface LoadBalancer {
  * nginx running docker/nginx/mcp.conf, the deployment's own load balancer configuration, with
  * the given nodes as its round-robin upstreams.
  */
-export async function startNginx (ports: number[]): Promise<LoadBalancer> {
-  const { dir, port } = await writeNginxConfig(ports)
+export async function startNginx (ports: number[], options: NginxOptions = {}): Promise<LoadBalancer> {
+  const { dir, port } = await writeNginxConfig(ports, options)
   return startNginxIn(dir, port)
 }
 
@@ -79,9 +79,25 @@ export async function startNginxIn (dir: string, port: number): Promise<LoadBala
   return { port, url, mcpUrl: new URL(`${url}/mcp`), stop: () => stop(child, 'SIGQUIT') }
 }
 
+export interface NginxOptions {
+  /**
+   * The burst of the edge's session-creation limit (20 in docker/nginx/mcp.conf) for a client
+   * that opens sessions faster than one should, such as a conformance suite: the shipped
+   * configuration with only that number changed.
+   */
+  sessionBurst?: number
+}
+
 /** A main nginx.conf in a new folder that includes docker/nginx/mcp.conf with local upstreams. */
-export async function writeNginxConfig (ports: number[]): Promise<{ dir: string, port: number }> {
+export async function writeNginxConfig (ports: number[], options: NginxOptions = {}): Promise<{ dir: string, port: number }> {
   const dir = await mkdtemp(join(tmpdir(), 'mcp-nginx-'))
+  let included = join(ROOT, 'docker/nginx/mcp.conf')
+  if (options.sessionBurst !== undefined) {
+    const shipped = await readFile(included, 'utf8')
+    if (!shipped.includes('zone=mcp_session_create burst=20 ')) throw new Error('docker/nginx/mcp.conf no longer has the session-creation burst this helper changes')
+    included = join(dir, 'mcp.conf')
+    await writeFile(included, shipped.replace('zone=mcp_session_create burst=20 ', `zone=mcp_session_create burst=${options.sessionBurst} `))
+  }
   const port = await freePort()
   // The shipped upstream line with its parameters (max_fails ...), each local node in place of "app".
   const shipped = await readFile(join(ROOT, 'docker/nginx/mcp-upstreams.conf'), 'utf8')
@@ -101,7 +117,7 @@ http {
   fastcgi_temp_path ${dir}/fastcgi;
   uwsgi_temp_path ${dir}/uwsgi;
   scgi_temp_path ${dir}/scgi;
-  include ${join(ROOT, 'docker/nginx/mcp.conf')};
+  include ${included};
 }
 `)
   return { dir, port }
@@ -115,10 +131,10 @@ export interface Topology {
 }
 
 /** Server nodes with the given ids, and nginx running docker/nginx/mcp.conf round-robin in front. */
-export async function startTopology (ids: string[], env: Record<string, string>): Promise<Topology> {
+export async function startTopology (ids: string[], env: Record<string, string>, nginx: NginxOptions = {}): Promise<Topology> {
   const nodes: ServerNode[] = []
   for (const id of ids) nodes.push(await startNode(id, env))
-  const lb = await startNginx(nodes.map(n => n.port))
+  const lb = await startNginx(nodes.map(n => n.port), nginx)
   return {
     nodes,
     lb,
