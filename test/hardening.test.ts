@@ -106,12 +106,15 @@ interface Reply {
 /** One HTTP request on a connection of its own, from `localAddress` when given. */
 function send (url: URL | string, options: { method?: string, headers?: Record<string, string>, body?: string, localAddress?: string } = {}): Promise<Reply> {
   return new Promise((resolve, reject) => {
+    let answered = false
+    const large = options.body !== undefined && options.body.length > 65_536
     const req = httpRequest(url, {
       method: options.method ?? 'POST',
-      headers: { ...HEADERS, ...options.headers },
+      headers: { ...HEADERS, ...(large && { 'content-length': String(Buffer.byteLength(options.body!)) }), ...options.headers },
       agent: false,
       ...(options.localAddress !== undefined && { localAddress: options.localAddress })
     }, res => {
+      answered = true
       const chunks: Buffer[] = []
       res.on('data', (chunk: Buffer) => chunks.push(chunk))
       res.on('error', reject)
@@ -122,8 +125,16 @@ function send (url: URL | string, options: { method?: string, headers?: Record<s
         resolve({ status: res.statusCode!, headers: res.headers, text, json })
       })
     })
-    req.on('error', reject)
-    req.end(options.body)
+    // Writing the rest of a body the server already refused fails (EPIPE): the answer counts.
+    req.on('error', error => { if (!answered) reject(error) })
+    if (large) {
+      // A large body follows its headers after a moment, as with Expect: 100-continue: a server
+      // that refuses it by its Content-Length has answered (and closed) by then.
+      req.flushHeaders()
+      setTimeout(() => req.end(options.body), 100)
+    } else {
+      req.end(options.body)
+    }
   })
 }
 
