@@ -104,7 +104,7 @@ export default fp(async function authorization (fastify) {
     async authenticate (request) {
       if (blocked.has(request.clientAddress)) {
         refused.inc({ reason: 'blocked' })
-        throw new RateLimitedError(Math.max(1, Math.ceil(blocked.getRemainingTTL(request.clientAddress) / 1000)))
+        throw new RateLimitedError(blocked.getRemainingTTL(request.clientAddress))
       }
       const header = request.headers.authorization
       if (header === undefined || header === '') throw unauthorized('missing')

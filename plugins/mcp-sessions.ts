@@ -48,7 +48,7 @@ export default fp(async function mcpSessions (fastify) {
   const busMessages = counter(registry, 'mcp_bus_messages_total', 'Messages routed between nodes, by direction and kind', ['direction', 'kind'])
 
   const logError = (err: unknown, message: string) => fastify.log.error({ err }, message)
-  const handles = new ScopeHandles(store, config.INITIALIZE_RATE_LIMIT_MAX)
+  const handles = new ScopeHandles(store, client => fastify.sessionLimits.sessionCreation(client))
   const serverInfo = { name: 'calculator-mcp-server', version: VERSION }
   const streamBudget = new StreamBudget(config.MAX_STREAMS)
   const listeners = new Listeners(bus, streamBudget, config.KEEPALIVE_MS, config.LISTEN_STREAMS_PER_CLIENT)
@@ -127,4 +127,4 @@ export default fp(async function mcpSessions (fastify) {
     cache.close()
     fastify.log.info('shut down: requests finished, live sessions closed (sessions stay in the store)')
   })
-}, { name: 'mcp-sessions', dependencies: ['config', 'metrics', 'session-store', 'mcp-features'] })
+}, { name: 'mcp-sessions', dependencies: ['config', 'metrics', 'session-store', 'mcp-features', 'rate-limit'] })

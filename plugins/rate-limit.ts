@@ -7,8 +7,11 @@ import { counter } from './metrics.js'
 
 /** Limits the /mcp handlers apply once they know what a request holds. */
 export interface SessionLimits {
-  /** @throws {RateLimitedError} when the client's address created INITIALIZE_RATE_LIMIT_MAX sessions this window. */
-  sessionCreation (request: FastifyRequest): Promise<void>
+  /**
+   * Counts a session or history handle that `client` (clientKey: its principal, or its address)
+   * creates. @throws {RateLimitedError} past INITIALIZE_RATE_LIMIT_MAX this window.
+   */
+  sessionCreation (client: string): Promise<void>
   /** Counts the messages of a batch past its first. @throws {RateLimitedError} past RATE_LIMIT_MAX. */
   batch (sessionId: string, messages: number): Promise<void>
 }
@@ -135,16 +138,16 @@ export default fp(async function rateLimitPlugin (fastify) {
       return key
     },
     onExceeded: () => rateLimited.inc(),
-    errorResponseBuilder: (_request, context) => new RateLimitedError(retryAfter(context.ttl))
+    errorResponseBuilder: (_request, context) => new RateLimitedError(context.ttl)
   })
 
   const refuse = (resetMs: number) => {
     rateLimited.inc()
-    throw new RateLimitedError(retryAfter(resetMs))
+    throw new RateLimitedError(resetMs)
   }
   fastify.decorate('sessionLimits', {
-    async sessionCreation (request) {
-      const { hits, resetMs } = await store.hit(`init:${clientKey(request)}`)
+    async sessionCreation (client) {
+      const { hits, resetMs } = await store.hit(`init:${client}`)
       if (hits > config.INITIALIZE_RATE_LIMIT_MAX) refuse(resetMs)
     },
     async batch (sessionId, messages) {
@@ -154,8 +157,6 @@ export default fp(async function rateLimitPlugin (fastify) {
     }
   } satisfies SessionLimits)
 }, { name: 'rate-limit', dependencies: ['config', 'metrics', 'session-store', 'connections'] })
-
-const retryAfter = (ms: number) => Math.max(1, Math.ceil(ms / 1000))
 
 /** Who a request without a live session is counted against: its principal when tokens are required, else its address. */
 export const clientKey = (request: FastifyRequest) => request.principal === undefined ? `ip:${request.clientAddress}` : `pr:${request.principal.id}`

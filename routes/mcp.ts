@@ -207,7 +207,7 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
     if (unknown !== undefined) return { jsonrpc: '2.0', id: message.id, error: { code: -32602, message: `Resource not found: ${unknown.slice(0, MAX_URI_LENGTH)}`, data: { uri: unknown } } }
     const opened = listeners.open(() => openSse(reply, undefined, true) as ServerResponse, message.id, resources, clientKey(request))
     if (opened === 'node') throw new TooManyStreamsError()
-    if (opened === 'client') throw Object.assign(new RateLimitedError(5), { rpcId: message.id })
+    if (opened === 'client') throw Object.assign(new RateLimitedError(5000), { rpcId: message.id })
     return reply
   }
 
@@ -220,7 +220,7 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
     const initialize = messages.find(m => 'method' in m && m.method === 'initialize')
     if (initialize !== undefined) {
       if (messages.length > 1 || !('id' in initialize)) throw new InvalidRequestError('initialize must be sent alone, as a request')
-      await limits.sessionCreation(request)
+      await limits.sessionCreation(clientKey(request))
       const { sessionId, response } = await cache.initialize(initialize as JSONRPCRequest, request.principal?.id)
       if (sessionId !== undefined) reply.header('mcp-session-id', sessionId)
       return batch ? [response] : response

@@ -29,7 +29,7 @@ export type AppOptions = ConfigPluginOptions & SessionStorePluginOptions
  *   config -> error boundary -> request log -> load shedding -> CORS -> connection limits
  *   -> metrics registry -> Redis
  *   -> session store and bus -> feature registry -> calculator (-> conformance fixtures)
- *   -> authorization -> sessions (dispatcher, transport cache) -> rate limit
+ *   -> authorization -> rate limit -> sessions (dispatcher, transport cache)
  *   -> /mcp, /health, /metrics, /.well-known/oauth-protected-resource.
  * Shutdown, in one place: `preClose` ends GET streams (clients resume them on another node) while
  * requests in flight finish; then `onClose` closes live sessions on this node, the bus and the
@@ -49,8 +49,8 @@ export default async function app (fastify: FastifyInstance, opts: AppOptions) {
   await fastify.register(calculator)
   if (fastify.config.CONFORMANCE_FIXTURES) await fastify.register(conformanceFixtures)
   await fastify.register(authorization)
-  await fastify.register(mcpSessions)
   await fastify.register(rateLimit)
+  await fastify.register(mcpSessions)
   await fastify.register(mcpRoutes)
   await fastify.register(healthRoutes)
   await fastify.register(metricsRoutes)

@@ -83,8 +83,10 @@ export class UnsupportedMediaTypeError extends McpHttpError {
 }
 
 export class RateLimitedError extends McpHttpError {
-  constructor (retryAfterSeconds: number) {
-    super(`Too Many Requests: retry in ${retryAfterSeconds} s`, 429, RpcCode.ServerError, { 'retry-after': String(retryAfterSeconds) })
+  /** `retryAfterMs`: until the limit lets the client in again; Retry-After says it in whole seconds, at least 1. */
+  constructor (retryAfterMs: number) {
+    const seconds = Math.max(1, Math.ceil(retryAfterMs / 1000))
+    super(`Too Many Requests: retry in ${seconds} s`, 429, RpcCode.ServerError, { 'retry-after': String(seconds) })
   }
 }
 

@@ -3,7 +3,6 @@ import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 import type { CallToolResult, ClientCapabilities, GetPromptResult, ServerRequest, ToolAnnotations } from '@modelcontextprotocol/sdk/types.js'
 import { UriTemplate } from '@modelcontextprotocol/sdk/shared/uriTemplate.js'
 import { randomBytes } from 'node:crypto'
-import { RateLimitedError } from '../errors.js'
 import type { CounterUpdate, LogEntry, LogLevel, LogSpec, ScopeStore, SessionRecord, SessionStore } from '../stores/session-store.js'
 
 /**
@@ -79,22 +78,21 @@ export const HANDLE_IN_URI = /\bh-[A-Za-z0-9_-]{24}(?![A-Za-z0-9_-])/
  */
 export class ScopeHandles {
   readonly #store: SessionStore
-  readonly #maxPerWindow: number
+  readonly #countCreation: (client: string) => Promise<void>
 
-  /** `maxPerWindow`: handles one client may mint per rate-limit window, counted with the sessions it creates. */
-  constructor (store: SessionStore, maxPerWindow = Number.POSITIVE_INFINITY) {
+  /** `countCreation` counts what a client creates (sessions and handles alike) and throws past its limit. */
+  constructor (store: SessionStore, countCreation: (client: string) => Promise<void> = async () => {}) {
     this.#store = store
-    this.#maxPerWindow = maxPerWindow
+    this.#countCreation = countCreation
   }
 
   /**
    * A new scope for `principal` (or for whoever holds the handle, without one), minted for
-   * `client` (a principal or an address), who may make as many handles as sessions.
-   * @throws {RateLimitedError} past that.
+   * `client` (a principal or an address), counted like a session it creates.
+   * @throws {RateLimitedError} past the client's limit.
    */
   async mint (principal: string | undefined, client: string): Promise<string> {
-    const { hits, resetMs } = await this.#store.hit(`init:${client}`)
-    if (hits > this.#maxPerWindow) throw new RateLimitedError(Math.max(1, Math.ceil(resetMs / 1000)))
+    await this.#countCreation(client)
     const id = `${HANDLE_PREFIX}${randomBytes(18).toString('base64url')}`
     const now = Date.now()
     await this.#store.create({

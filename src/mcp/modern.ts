@@ -41,7 +41,20 @@ const CACHE_HINTS: Record<string, { ttlMs: number, cacheScope: 'public' | 'priva
   'resources/read': { ttlMs: 0, cacheScope: 'private' }
 }
 
-const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value)
+export const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value)
+
+/**
+ * Checks that the client declared what `requests` (to ask it with input_required) need.
+ * @throws {ModernRequestError} 400 -32021 naming the missing capabilities (the server fills in the id).
+ */
+export function requireCapabilities (requests: readonly ServerRequest[], declared: ClientCapabilities, id?: RequestId): void {
+  const missing = [...new Set(requests.map(r => NEEDS[r.method]))]
+    .filter((needed): needed is keyof ClientCapabilities => needed !== undefined && declared[needed] === undefined)
+  if (missing.length === 0) return
+  throw new ModernRequestError(ModernCode.MissingCapability, `Missing required client capability: ${missing.join(', ')}`, id, {
+    requiredCapabilities: Object.fromEntries(missing.map(needed => [needed, {}]))
+  })
+}
 
 /** A header's value without surrounding spaces and tabs (trimmed in linear time: no regular expression). */
 const header = (headers: IncomingHttpHeaders, name: string): string | undefined => {
@@ -264,10 +277,7 @@ class ModernCall implements ToolContext {
       this.#request.answers[key] = answer
       return resultSchema.parse(answer)
     }
-    const needed = NEEDS[request.method]
-    if (needed !== undefined && this.clientCapabilities[needed] === undefined) {
-      throw new ModernRequestError(ModernCode.MissingCapability, `Missing required client capability: ${needed}`, this.#request.id, { requiredCapabilities: { [needed]: {} } })
-    }
+    requireCapabilities([request], this.clientCapabilities, this.#request.id)
     throw new InputRequired({ [key]: request }, input?.round.state)
   }
 

@@ -67,6 +67,13 @@ local function expireWithScope(key)
   if redis.call('PTTL', key) == -1 then redis.call('PEXPIRE', key, redis.call('PTTL', KEYS[1])) end
 end`
 
+/** Lua of the fixed rate-limit window, the rule of rateWindow() in session-store.ts: `count` more in the window, or a new window from `now`. */
+const RATE_WINDOW = `
+local function counted (start, hits, count, now, window)
+  if now - start >= window then return now, count end
+  return start, hits + count
+end`
+
 const SCRIPTS = {
   /**
    * KEYS s e f c; ARGV now expireMs full(0|1) refreshEveryMs windowMs principal. Counts a request
@@ -78,15 +85,13 @@ const SCRIPTS = {
    */
   mcpTouch: {
     keys: 4,
-    lua: `
+    lua: `${RATE_WINDOW}
 local state = redis.call('HMGET', KEYS[1], 'requestCount', 'indexedAt', 'rateStart', 'rateHits', 'logLevel', 'subscriptions', 'streamNode', 'principal')
 if not state[1] or (ARGV[6] ~= '' and ARGV[6] ~= (state[8] or '')) then return false end
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[5])
 local count = tonumber(state[1]) + 1
-local start = tonumber(state[3] or '0')
-local hits = tonumber(state[4] or '0') + 1
-if now - start >= window then start = now; hits = 1 end
+local start, hits = counted(tonumber(state[3] or '0'), tonumber(state[4] or '0'), 1, now, window)
 local refresh = now - tonumber(state[2] or '0') >= tonumber(ARGV[4])
 if refresh then
   redis.call('HSET', KEYS[1], 'requestCount', count, 'lastActivityAt', now, 'rateStart', start, 'rateHits', hits, 'indexedAt', now)
@@ -256,14 +261,12 @@ return ids`
   /** KEYS s; ARGV now windowMs count. Adds to a live session's rate-limit window: returns the hits and milliseconds left. */
   mcpHitSession: {
     keys: 1,
-    lua: `
+    lua: `${RATE_WINDOW}
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local state = redis.call('HMGET', KEYS[1], 'rateStart', 'rateHits')
-local start = tonumber(state[1] or '0')
-local hits = tonumber(state[2] or '0') + tonumber(ARGV[3])
-if now - start >= window then start = now; hits = tonumber(ARGV[3]) end
+local start, hits = counted(tonumber(state[1] or '0'), tonumber(state[2] or '0'), tonumber(ARGV[3]), now, window)
 redis.call('HSET', KEYS[1], 'rateStart', start, 'rateHits', hits)
 return {hits, start + window - now}`
   },
