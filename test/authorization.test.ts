@@ -17,7 +17,7 @@ import {
   parseChallenge, publicKeyPem, recordingFetch
 } from './helpers/oauth-client.js'
 import { startRedis } from './helpers/processes.js'
-import type { Answer } from './helpers/raw-client.js'
+import { type Answer, modernPost } from './helpers/raw-client.js'
 
 const run = promisify(execFile)
 type Structured = Record<string, any>
@@ -300,15 +300,7 @@ test('authorization on one node (memory mode)', async t => {
   })
 
   await t.test('a 2026-07-28 history handle is bound to its principal too', async t => {
-    const modern = async (token: string, method: string, params: Record<string, unknown>) => {
-      const name = typeof params.name === 'string' ? params.name : typeof params.uri === 'string' ? params.uri : undefined
-      const response = await fetch(main.mcpUrl, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${token}`, 'mcp-protocol-version': '2026-07-28', 'mcp-method': method, ...(name !== undefined && { 'mcp-name': name }) },
-        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params: { ...params, _meta: { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': {} } } })
-      })
-      return { status: response.status, body: await response.json() as Structured }
-    }
+    const modern = (token: string, method: string, params: Record<string, unknown>) => modernPost(main.mcpUrl, method, params, { headers: { authorization: `Bearer ${token}` } })
     const created = await modern(tokenA, 'tools/call', { name: 'create_history', arguments: {} })
     const history = created.body.result.structuredContent.history as string
     t.match(history, /^h-/, 'A made a handle')

@@ -1,26 +1,15 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { test } from 'tap'
-import { Redis } from 'ioredis'
 import { type BusMessage, LocalBus, addressOf } from '../src/transport/bus.js'
 import { RedisBus } from '../src/transport/redis-bus.js'
 import { eventually } from './helpers/fakes.js'
-import { startRedis } from './helpers/processes.js'
+import { ownRedis } from './helpers/processes.js'
 import { needs } from './helpers/needs.js'
 
 const claim = (from: string, sessionId: string): BusMessage => ({ kind: 'claim', sessionId, streamId: 'get', node: from })
 
 test('RedisBus on a real redis-server', { skip: needs('redis-server') }, async t => {
-  const redis = await startRedis()
-  const clients: Redis[] = []
-  t.teardown(async () => {
-    for (const client of clients) client.disconnect()
-    await redis.stop()
-  })
-  const connect = () => {
-    const client = new Redis(redis.url)
-    clients.push(client)
-    return client
-  }
+  const { connect } = await ownRedis(t)
   const admin = connect()
 
   /** Three nodes, each with its own publisher and subscriber connection, and an inbox. */

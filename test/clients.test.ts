@@ -6,7 +6,7 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { CallToolResultSchema } from '@modelcontextprotocol/sdk/types.js'
 import { startNode } from './helpers/nodes.js'
 import { node22Env } from './helpers/node22.js'
-import { HEADERS, openStream, post } from './helpers/raw-client.js'
+import { modernPost, openStream, post } from './helpers/raw-client.js'
 import { startServer } from './helpers/server.js'
 import { needs } from './helpers/needs.js'
 
@@ -92,19 +92,10 @@ test('a raw client that never sends MCP-Protocol-Version is served as 2025-03-26
 test('both revisions on one endpoint: a 2026-07-28 request is served on its own, initialize opens a 2025 session', async t => {
   const server = await startServer()
   t.teardown(() => server.close())
-  const meta = {
-    'io.modelcontextprotocol/protocolVersion': '2026-07-28',
-    'io.modelcontextprotocol/clientInfo': { name: 'modern', version: '1.0.0' },
-    'io.modelcontextprotocol/clientCapabilities': {}
-  }
   const modern = async (method: string, params: Record<string, unknown>) => {
-    const response = await fetch(server.mcpUrl, {
-      method: 'POST',
-      headers: { ...HEADERS, 'mcp-protocol-version': '2026-07-28', 'mcp-method': method, ...(typeof params.name === 'string' && { 'mcp-name': params.name }) },
-      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params: { ...params, _meta: meta } })
-    })
-    t.equal(response.headers.get('mcp-session-id'), null, `${method}: no session`)
-    return { status: response.status, body: await response.json() }
+    const answer = await modernPost(server.mcpUrl, method, params)
+    t.equal(answer.headers.get('mcp-session-id'), null, `${method}: no session`)
+    return answer
   }
   const discover = await modern('server/discover', {})
   t.equal(discover.status, 200)

@@ -12,7 +12,7 @@ import { Redis } from 'ioredis'
 import { RECONCILE_MS } from '../plugins/rate-limit.js'
 import { logDigest } from '../plugins/request-log.js'
 import { startNode, startTopology, type ServerNode } from './helpers/nodes.js'
-import { startRedis, type RedisServer } from './helpers/processes.js'
+import { ownRedis, type RedisServer } from './helpers/processes.js'
 import { HEADERS, callTool, initialize, openStream, post, request } from './helpers/raw-client.js'
 
 // About 30 processes are started in all (18 server nodes, 9 Redis, nginx); the file takes 1.5 to 3
@@ -26,14 +26,9 @@ const V2025_03_26 = { 'mcp-protocol-version': '2025-03-26' }
 let nextId = 1_000_000
 
 /** A Redis of this test's own, and a client for looking into it; both stopped at teardown. */
-async function ownRedis (tt: Tap): Promise<{ redis: RedisServer, client: Redis }> {
-  const redis = await startRedis()
-  const client = new Redis(redis.url)
-  tt.teardown(async () => {
-    client.disconnect()
-    await redis.stop()
-  })
-  return { redis, client }
+async function redisOf (tt: Tap): Promise<{ redis: RedisServer, client: Redis }> {
+  const { redis, connect } = await ownRedis(tt)
+  return { redis, client: connect() }
 }
 
 /** What a helper needs of a test: somewhere to put its teardown. */
@@ -235,7 +230,7 @@ test('1. initialize with ~900 KB of capabilities: refused before it is parsed, n
   })
 
   await t.test('Redis mode: 60 attempts add (almost) nothing to Redis', async t => {
-    const { redis, client } = await ownRedis(t)
+    const { redis, client } = await redisOf(t)
     const server = await node(t, 'h1-redis', { ...redisEnv(redis), INITIALIZE_RATE_LIMIT_MAX: '100000' })
     await callTool(server.mcpUrl, await initialize(server.mcpUrl), 'calculate', { a: 1, b: 1, op: 'add' })
     const keysBefore = await client.dbsize()
@@ -252,7 +247,7 @@ test('1. initialize with ~900 KB of capabilities: refused before it is parsed, n
 test('2. the event log and batch answers stay bounded (Redis): huge progress tokens, batches of get_history', async t => {
   const EVENT_LOG_MAX_BYTES = 65_536
   const BATCH_ANSWER_MAX_BYTES = 100_000
-  const { redis, client } = await ownRedis(t)
+  const { redis, client } = await redisOf(t)
   const server = await node(t, 'h2', { ...redisEnv(redis), EVENT_LOG_MAX_BYTES: String(EVENT_LOG_MAX_BYTES), BATCH_ANSWER_MAX_BYTES: String(BATCH_ANSWER_MAX_BYTES) })
   const sessionId = await initialize(server.mcpUrl, {}, '2025-03-26')
   const sessionKeys = ['s', 'e', 'f', 'c'].map(k => `mcp:{${sessionId}}:${k}`)
@@ -344,7 +339,7 @@ test('3. an invented Mcp-Session-Id buys no fresh rate-limit budget', async t =>
 })
 
 test('4. rate-limit keys of any length: 1,500 requests with 15 KB invented session ids (Redis)', async t => {
-  const { redis, client } = await ownRedis(t)
+  const { redis, client } = await redisOf(t)
   const server = await node(t, 'h4', redisEnv(redis))
   await callTool(server.mcpUrl, await initialize(server.mcpUrl), 'calculate', { a: 1, b: 1, op: 'add' })
   await sleep(3 * RECONCILE_MS)
@@ -374,7 +369,7 @@ test('4. rate-limit keys of any length: 1,500 requests with 15 KB invented sessi
 })
 
 test('5. behind the shipped nginx, each client has its own session-creation budget', async t => {
-  const { redis } = await ownRedis(t)
+  const { redis } = await redisOf(t)
   const topology = await startTopology(['h5-a', 'h5-b'], { ...redisEnv(redis), TRUST_PROXY: '127.0.0.1', INITIALIZE_RATE_LIMIT_MAX: '5' })
   t.teardown(() => topology.stop())
   const url = topology.lb.mcpUrl
@@ -404,7 +399,7 @@ test('5. behind the shipped nginx, each client has its own session-creation budg
 })
 
 test('6. a batch is one request no more', async t => {
-  const { redis, client } = await ownRedis(t)
+  const { redis, client } = await redisOf(t)
   const batchOf = () => Array.from({ length: 100 }, (_, i) => ({
     jsonrpc: '2.0',
     id: nextId++,
@@ -444,7 +439,7 @@ test('6. a batch is one request no more', async t => {
 })
 
 test('7. streams: per session, per node, and one GET stream per session across nodes', async t => {
-  const { redis } = await ownRedis(t)
+  const { redis } = await redisOf(t)
   const a = await node(t, 'h7-a', { ...redisEnv(redis), KEEPALIVE_MS: '1000' })
   const b = await node(t, 'h7-b', { ...redisEnv(redis), KEEPALIVE_MS: '1000', MAX_STREAMS: '20' })
 
@@ -564,7 +559,7 @@ test('8. slow bodies and slow headers are cut with 408; SSE streams are not', as
 })
 
 test('9. a flood of sessions does not flush a bystander\'s stream out of the cache', async t => {
-  const { redis } = await ownRedis(t)
+  const { redis } = await redisOf(t)
   for (const mode of ['memory', 'redis'] as const) {
     await t.test(`${mode} mode`, async t => {
       const server = await node(t, `h9-${mode}`, { SESSION_CACHE_MAX: '50', INITIALIZE_RATE_LIMIT_MAX: '100000', ...(mode === 'redis' && redisEnv(redis)) })
@@ -602,7 +597,7 @@ test('10. malformed Last-Event-ID values: no storage error, no warning', async t
     'x.99999999999999999999999-1', 'garbage', 'a.b.c', 'get.99999999999999999999-0', 'get.0-99999999999999999999',
     'get.18446744073709551616-0', 'x.-1', '.5', 'x.', 'get.(0-0', 'get.1-', 'get.0-0-0', 'get.1e3', 'get.0x10', 'get.+', `x.${'9'.repeat(8000)}`
   ]
-  const { redis } = await ownRedis(t)
+  const { redis } = await redisOf(t)
   for (const mode of ['redis', 'memory'] as const) {
     await t.test(`${mode} mode`, async t => {
       const server = await node(t, `h10-${mode}`, mode === 'redis' ? redisEnv(redis) : {}, 'warn')
@@ -628,7 +623,7 @@ test('10. malformed Last-Event-ID values: no storage error, no warning', async t
 })
 
 test('11. the session id appears in no log line, only its 12-character digest', async t => {
-  const { redis, client } = await ownRedis(t)
+  const { redis, client } = await redisOf(t)
   const server = await node(t, 'h11', redisEnv(redis), 'info')
   const url = server.mcpUrl
   const sessionId = await initialize(url)

@@ -3,61 +3,25 @@
 import { test } from 'tap'
 import { startNode } from './helpers/nodes.js'
 import { startRedis } from './helpers/processes.js'
-import { initialize, post } from './helpers/raw-client.js'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { initialize, modernFetch, modernPost, post, readStream } from './helpers/raw-client.js'
 import { startServer } from './helpers/server.js'
 
 type Json = Record<string, any>
-const META = { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': { elicitation: {} } }
-let nextId = 1
+const CAPABILITIES = { elicitation: {} }
 
-/** A 2026-07-28 request with its headers; the answer's status and JSON body. */
-async function modern (url: URL, method: string, params: Json = {}, id: number = nextId++): Promise<{ status: number, body: Json }> {
-  const named = typeof params.name === 'string' ? params.name : typeof params.uri === 'string' ? params.uri : undefined
-  const response = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2026-07-28', 'mcp-method': method, ...(named !== undefined && { 'mcp-name': named }) },
-    body: JSON.stringify({ jsonrpc: '2.0', id, method, params: { ...params, _meta: META } })
-  })
-  return { status: response.status, body: await response.json() as Json }
-}
-
+const modern = (url: URL, method: string, params: Json = {}, id?: number) => modernPost(url, method, params, { capabilities: CAPABILITIES, ...(id !== undefined && { id }) })
 const call = async (url: URL, name: string, args: Json, extra: Json = {}, id?: number) => (await modern(url, 'tools/call', { name, arguments: args, ...extra }, id)).body
 const newHistory = async (url: URL) => (await call(url, 'create_history', {})).result.structuredContent.history as string
 
-/** Opens a listen stream; resolves with a reader of its frames once the acknowledgement came. */
+/** Opens a listen stream: its messages as they arrive once the acknowledgement came, or the JSON answer that refused it. */
 async function listen (url: URL, resources: string[]) {
   const controller = new AbortController()
-  const response = await fetch(url, {
-    method: 'POST',
-    signal: controller.signal,
-    headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'subscriptions/listen' },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 'listen-1', method: 'subscriptions/listen', params: { notifications: { resourceSubscriptions: resources }, _meta: META } })
-  })
-  const frames: Json[] = []
-  if (response.headers.get('content-type')?.startsWith('text/event-stream') !== true) return { response, frames, body: await response.json() as Json, close: () => controller.abort() }
-  const reader = response.body!.getReader()
-  const decoder = new TextDecoder()
-  let buffer = ''
-  const pump = (async () => {
-    for (;;) {
-      const { value, done } = await reader.read().catch(() => ({ value: undefined, done: true }))
-      if (done === true) return
-      buffer += decoder.decode(value)
-      let end
-      while ((end = buffer.indexOf('\n\n')) >= 0) {
-        const data = buffer.slice(0, end).split('\n').find(line => line.startsWith('data: '))
-        buffer = buffer.slice(end + 2)
-        if (data !== undefined) frames.push(JSON.parse(data.slice(6)))
-      }
-    }
-  })()
-  const until = async (what: (frames: Json[]) => boolean, ms = 3000) => {
-    const deadline = Date.now() + ms
-    while (!what(frames) && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 10))
-    return what(frames)
-  }
-  await until(f => f.length > 0)
-  return { response, frames, until, close: () => { controller.abort(); return pump } }
+  const response = await modernFetch(url, 'subscriptions/listen', { notifications: { resourceSubscriptions: resources } }, { id: 'listen-1', capabilities: CAPABILITIES, signal: controller.signal })
+  if (response.headers.get('content-type')?.startsWith('text/event-stream') !== true) return { response, body: await response.json() as Json, messages: [] as Json[] }
+  const stream = readStream(response, controller)
+  await stream.until(events => events.length > 0)
+  return { response, stream, get messages (): Json[] { return stream.events.map(e => e.message) } }
 }
 
 test('handles, retries and input_required on one node', async t => {
@@ -113,22 +77,23 @@ test('subscriptions/listen on one node: what may be listened to, and how much', 
   const uri = `calculator://histories/${history}`
 
   await t.test('the acknowledgement first, then the changes of the handle asked for, tagged with the request id', async t => {
-    const stream = await listen(url, [uri])
-    t.equal(stream.frames[0]?.method, 'notifications/subscriptions/acknowledged')
-    t.same(stream.frames[0]?.params.notifications.resourceSubscriptions, [uri])
+    const listener = await listen(url, [uri])
+    t.equal(listener.messages[0]?.method, 'notifications/subscriptions/acknowledged')
+    t.same(listener.messages[0]?.params.notifications.resourceSubscriptions, [uri])
     await call(url, 'calculate', { a: 1, b: 2, op: 'add', history })
-    t.ok(await stream.until!(f => f.length > 1), 'the change arrives')
-    t.same(stream.frames[1], { jsonrpc: '2.0', method: 'notifications/resources/updated', params: { uri, _meta: { 'io.modelcontextprotocol/subscriptionId': 'listen-1' } } })
-    await stream.close()
+    await listener.stream!.until(events => events.length > 1)
+    t.same(listener.messages[1], { jsonrpc: '2.0', method: 'notifications/resources/updated', params: { uri, _meta: { 'io.modelcontextprotocol/subscriptionId': 'listen-1' } } }, 'the change arrives')
+    listener.stream!.close()
   })
 
   await t.test('a session\'s changes never reach listeners, who are of no session', async t => {
-    const stream = await listen(url, ['calculator://history'])
-    t.equal(stream.frames[0]?.method, 'notifications/subscriptions/acknowledged')
+    const listener = await listen(url, ['calculator://history'])
+    t.equal(listener.messages[0]?.method, 'notifications/subscriptions/acknowledged')
     const sessionId = await initialize(url)
     await post(url, { jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'calculate', arguments: { a: 1, b: 1, op: 'add' } } }, sessionId)
-    t.notOk(await stream.until!(f => f.length > 1, 300), 'nothing heard')
-    await stream.close()
+    await sleep(300)
+    t.equal(listener.messages.length, 1, 'nothing heard')
+    listener.stream!.close()
   })
 
   await t.test('unknown resources and handles are refused; URIs are bounded in number and bytes', async t => {
@@ -147,11 +112,11 @@ test('subscriptions/listen on one node: what may be listened to, and how much', 
     const third = await listen(url, [uri])
     t.equal(third.response.status, 429)
     t.equal(third.body?.error?.id ?? third.body?.id, 'listen-1', 'the refusal carries the request id')
-    await Promise.all(open.map(s => s.close()))
-    await new Promise(resolve => setTimeout(resolve, 100))
+    for (const listener of open) listener.stream!.close()
+    await sleep(100)
     const again = await listen(url, [uri])
-    t.equal(again.frames[0]?.method, 'notifications/subscriptions/acknowledged', 'a place is free again once one closed')
-    await again.close()
+    t.equal(again.messages[0]?.method, 'notifications/subscriptions/acknowledged', 'a place is free again once one closed')
+    again.stream!.close()
   })
 })
 
@@ -165,11 +130,12 @@ test('a change on one node reaches a listener held by another (Redis)', async t 
   })
   const history = await newHistory(c.mcpUrl)
   const uri = `calculator://histories/${history}`
-  const stream = await listen(a.mcpUrl, [uri])
-  t.equal(stream.frames[0]?.method, 'notifications/subscriptions/acknowledged', 'node A holds the listen stream')
+  const listener = await listen(a.mcpUrl, [uri])
+  t.equal(listener.messages[0]?.method, 'notifications/subscriptions/acknowledged', 'node A holds the listen stream')
   // Node C learns that someone listens from A's announcement on the broadcast channel.
-  await new Promise(resolve => setTimeout(resolve, 200))
+  await sleep(200)
   await call(c.mcpUrl, 'calculate', { a: 6, b: 7, op: 'multiply', history })
-  t.ok(await stream.until!(f => f.some(frame => frame.method === 'notifications/resources/updated')), 'the calculation made on node C reaches the listener on node A')
-  await stream.close()
+  await listener.stream!.until(events => events.some(e => e.message?.method === 'notifications/resources/updated'))
+  t.pass('the calculation made on node C reaches the listener on node A')
+  listener.stream!.close()
 })

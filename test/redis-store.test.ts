@@ -2,22 +2,12 @@ import { test } from 'tap'
 import { Redis } from 'ioredis'
 import { RedisSessionStore } from '../src/stores/redis-session-store.js'
 import { StorageUnavailableError } from '../src/errors.js'
-import { startRedis } from './helpers/processes.js'
+import { ownRedis } from './helpers/processes.js'
 import { newRecord, storeContract } from './helpers/store-contract.js'
 import { needs } from './helpers/needs.js'
 
 test('RedisSessionStore keeps the store contract on a real redis-server', { skip: needs('redis-server') }, async t => {
-  const redis = await startRedis()
-  const clients: Redis[] = []
-  t.teardown(async () => {
-    for (const client of clients) client.disconnect()
-    await redis.stop()
-  })
-  const connect = () => {
-    const client = new Redis(redis.url)
-    clients.push(client)
-    return client
-  }
+  const { connect } = await ownRedis(t)
   /** A store on a new connection, with a new session in it. */
   const withSession = async () => {
     const client = connect()
@@ -59,7 +49,7 @@ test('RedisSessionStore keeps the store contract on a real redis-server', { skip
 
   t.test('an unreachable Redis gives StorageUnavailableError, not a hang', async t => {
     const client = new Redis({ port: 1, host: '127.0.0.1', enableOfflineQueue: false, lazyConnect: true, retryStrategy: () => null })
-    clients.push(client)
+    t.teardown(() => client.disconnect())
     const store = new RedisSessionStore(client, { ttlSeconds: 100 })
     await t.rejects(store.touch('anything'), StorageUnavailableError)
   })

@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process'
+import { Redis } from 'ioredis'
 import { createServer } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 
@@ -79,4 +80,25 @@ export async function redisCli (args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile('redis-cli', args, (error, stdout, stderr) => error === null ? resolve(stdout) : reject(new Error(`${error.message}\n${stderr}`)))
   })
+}
+
+/**
+ * A redis-server of a test's own and a way to open connections to it; at the test's teardown the
+ * connections close, then the server stops.
+ */
+export async function ownRedis (t: { teardown (fn: () => unknown): void }): Promise<{ redis: RedisServer, connect (): Redis }> {
+  const redis = await startRedis()
+  const clients: Redis[] = []
+  t.teardown(async () => {
+    for (const client of clients) client.disconnect()
+    await redis.stop()
+  })
+  return {
+    redis,
+    connect () {
+      const client = new Redis(redis.url)
+      clients.push(client)
+      return client
+    }
+  }
 }

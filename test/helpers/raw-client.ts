@@ -87,6 +87,11 @@ export async function openStream (url: URL | string, sessionId: string, lastEven
     headers: { accept: 'text/event-stream', 'mcp-session-id': sessionId, ...(lastEventId !== undefined && { 'last-event-id': lastEventId }) },
     signal: controller.signal
   })
+  return readStream(response, controller)
+}
+
+/** An SSE response read as it arrives; `controller` aborts its request. */
+export function readStream (response: Response, controller: AbortController): OpenStream {
   const events: SseEvent[] = []
   const listeners = new Set<() => void>()
   let buffer = ''
@@ -124,4 +129,32 @@ export async function openStream (url: URL | string, sessionId: string, lastEven
       })
     }
   }
+}
+
+/** The `_meta` envelope a 2026-07-28 request carries. */
+export const modernMeta = (clientCapabilities: Record<string, unknown> = {}) =>
+  ({ 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': clientCapabilities })
+
+export interface ModernOptions {
+  id?: string | number
+  capabilities?: Record<string, unknown>
+  headers?: Record<string, string>
+  signal?: AbortSignal
+}
+
+/** A 2026-07-28 request, with the headers that name it (Mcp-Name from params.name or params.uri). */
+export function modernFetch (url: URL | string, method: string, params: Record<string, unknown> = {}, options: ModernOptions = {}): Promise<Response> {
+  const named = typeof params.name === 'string' ? params.name : typeof params.uri === 'string' ? params.uri : undefined
+  return fetch(url, {
+    method: 'POST',
+    headers: { ...HEADERS, 'mcp-protocol-version': '2026-07-28', 'mcp-method': method, ...(named !== undefined && { 'mcp-name': named }), ...options.headers },
+    body: JSON.stringify({ jsonrpc: '2.0', id: options.id ?? nextId++, method, params: { ...params, _meta: modernMeta(options.capabilities) } }),
+    ...(options.signal !== undefined && { signal: options.signal })
+  })
+}
+
+/** A 2026-07-28 request answered as JSON: its status, headers and body. */
+export async function modernPost (url: URL | string, method: string, params: Record<string, unknown> = {}, options: ModernOptions = {}): Promise<{ status: number, headers: Headers, body: any }> {
+  const response = await modernFetch(url, method, params, options)
+  return { status: response.status, headers: response.headers, body: await response.json() }
 }
