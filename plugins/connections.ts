@@ -34,6 +34,9 @@ export default fp(async function connections (fastify) {
   fastify.server.maxConnections = MAX_CONNECTIONS
   const trusted = trust(TRUST_PROXY)
   fastify.decorateRequest('clientAddress', {
-    getter (this: FastifyRequest) { return proxyAddr(this.raw, trusted) }
+    // Without a trusted proxy the peer is the client: no X-Forwarded-For to parse on every request.
+    getter: TRUST_PROXY === ''
+      ? function (this: FastifyRequest) { return this.raw.socket.remoteAddress as string }
+      : function (this: FastifyRequest) { return proxyAddr(this.raw, trusted) }
   })
 }, { name: 'connections', dependencies: ['config'] })

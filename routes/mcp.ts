@@ -175,7 +175,7 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
     }
     let answer: JSONRPCMessage
     try {
-      const who = { client: clientKey(request), ...(request.principal !== undefined && { principal: request.principal.id }) }
+      const who = { client: clientKey(request), principal: request.principal?.id }
       answer = await modern.answer(message, envelope, who, signal, {
         send: notification => {
           raw ??= openSse(reply, undefined, true)
