@@ -33,6 +33,18 @@ test('RedisSessionStore keeps the store contract on a real redis-server', { skip
     t.same(await client.keys(`*${record.id}*`), [], 'DELETE removes every key')
   })
 
+  t.test('commands sent in one turn of the event loop reach Redis in one write', async t => {
+    const { store, record } = await withSession()
+    const admin = connect()
+    t.teardown(() => admin.disconnect())
+    const reads = async () => Number(/^total_reads_processed:(\d+)/m.exec(String(await admin.call('INFO', 'stats')))![1])
+    const before = await reads()
+    const found = await Promise.all(Array.from({ length: 50 }, () => store.get(record.id)))
+    t.ok(found.every(session => session?.id === record.id), 'every command is answered')
+    // The second INFO is one read of its own.
+    t.ok((await reads()) - before - 1 <= 2, 'Redis read the 50 commands in one or two socket reads')
+  })
+
   t.test('event ids name their stream and replay exactly what came after', async t => {
     const { store, record } = await withSession()
     const priming = await store.appendEvent(record.id, 'a', null)
