@@ -361,8 +361,9 @@ export class ModernServer {
       marked.ttlMs = hints.ttlMs
       marked.cacheScope = hints.cacheScope
     }
+    const given = result._meta as Record<string, unknown> | undefined
     const meta: Record<string, unknown> = {}
-    for (const key in result._meta as Record<string, unknown> | undefined) meta[key] = (result._meta as Record<string, unknown>)[key]
+    for (const key in given) meta[key] = given[key]
     meta[META.serverInfo] = this.#options.serverInfo
     marked._meta = meta
     return { jsonrpc: '2.0', id, result: marked }
