@@ -1,7 +1,5 @@
-import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { promisify } from 'node:util'
 import { test } from 'tap'
 import { type JWK, decodeJwt, decodeProtectedHeader, exportJWK, generateKeyPair } from 'jose'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
@@ -10,7 +8,7 @@ import { ClientCredentialsProvider } from '@modelcontextprotocol/sdk/client/auth
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { type AuthServer, startAuthServer } from './helpers/auth-server.js'
 import { needs } from './helpers/needs.js'
-import { node22Env } from './helpers/node22.js'
+import { inspectorCli } from './helpers/node22.js'
 import { type ServerNode, recordingServedBy, startNginxIn, startNode, writeNginxConfig } from './helpers/nodes.js'
 import {
   InMemoryOAuthClient, bearer, bootRefusal, callToolAs, deleteAs, forge, freePorts, initializeAs, initializeWith, openStreamAs,
@@ -19,7 +17,6 @@ import {
 import { startRedis } from './helpers/processes.js'
 import { type Answer, modernPost } from './helpers/raw-client.js'
 
-const run = promisify(execFile)
 type Structured = Record<string, any>
 
 const SCOPES = ['calculator:use', 'calculator:admin']
@@ -332,13 +329,7 @@ test('authorization on one node (memory mode)', async t => {
   })
 
   await t.test('the MCP Inspector CLI lists and calls tools with a bearer token', { skip: needs('node22') }, async t => {
-    const inspector = async (...args: string[]) => {
-      const { stdout } = await run('npx', [
-        '--yes', '@modelcontextprotocol/inspector@2.12.0', '--cli', main.mcpUrl.href, '--transport', 'http',
-        '--header', `Authorization: Bearer ${tokenA}`, ...args
-      ], { env: node22Env(), timeout: 60_000 })
-      return JSON.parse(stdout)
-    }
+    const inspector = (...args: string[]) => inspectorCli(main.mcpUrl, '--transport', 'http', '--header', `Authorization: Bearer ${tokenA}`, ...args)
     const { tools } = await inspector('--method', 'tools/list')
     t.ok(tools.some((tool: Structured) => tool.name === 'calculate'), 'tools listed')
     const call = await inspector('--method', 'tools/call', '--tool-name', 'calculate', '--tool-arg', 'a=2', '--tool-arg', 'b=3', '--tool-arg', 'op=add')

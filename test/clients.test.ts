@@ -1,16 +1,13 @@
-import { execFile } from 'node:child_process'
-import { promisify } from 'node:util'
 import { test } from 'tap'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { CallToolResultSchema } from '@modelcontextprotocol/sdk/types.js'
 import { startNode } from './helpers/nodes.js'
-import { node22Env } from './helpers/node22.js'
+import { inspectorCli } from './helpers/node22.js'
 import { modernPost, openStream, post } from './helpers/raw-client.js'
 import { startServer } from './helpers/server.js'
 import { needs } from './helpers/needs.js'
 
-const run = promisify(execFile)
 type Structured = Record<string, any>
 
 for (const version of ['2025-03-26', '2025-06-18', '2025-11-25']) {
@@ -112,10 +109,7 @@ test('both revisions on one endpoint: a 2026-07-28 request is served on its own,
 test('the MCP Inspector CLI lists and calls tools, reads resources and gets prompts', { skip: needs('node22') }, async t => {
   const node = await startNode('inspector', {})
   t.teardown(() => node.kill())
-  const inspector = async (...args: string[]) => {
-    const { stdout } = await run('npx', ['--yes', '@modelcontextprotocol/inspector@2.12.0', '--cli', node.mcpUrl.href, ...args], { env: node22Env(), timeout: 120_000 })
-    return JSON.parse(stdout)
-  }
+  const inspector = (...args: string[]) => inspectorCli(node.mcpUrl, ...args)
   const { tools } = await inspector('--method', 'tools/list')
   t.ok(tools.some((tool: Structured) => tool.name === 'calculate'))
   const call = await inspector('--method', 'tools/call', '--tool-name', 'calculate', '--tool-arg', 'a=6', '--tool-arg', 'b=7', '--tool-arg', 'op=multiply')
