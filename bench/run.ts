@@ -284,6 +284,13 @@ async function main () {
           log(`handshakes: ${perSecond.toFixed(0)} sessions/s`)
         }
       })
+      // The floor: the app's hooks and framework doing no MCP work, the most a call of this mode can reach.
+      const floor = await startScript('floor-server.js', { ...SERVER_ENV, ...(mode === 'redis' && { USE_REDIS: 'true', REDIS_URL: redis.url }) })
+      try {
+        await throughput(`app floor, ${mode}: JSON echo route behind the app's hooks`, { url: `${floor.url}/echo`, headers: { 'content-type': 'application/json' }, message: CALCULATE }, 'none (the most a call of this mode can reach)')
+      } finally {
+        await stop(floor.process)
+      }
       if (PLATFORMATIC !== undefined) {
         const other = await peer(mode, redis.url)
         await onWarmSession(other, async sessionId => {
