@@ -229,7 +229,8 @@ return cleared`
   /**
    * KEYS s e; ARGV limit expireMs maxBytes (streamId message)... Appends the events, then drops the
    * oldest while more than `limit` are kept or their messages hold more than `maxBytes` (counted in
-   * the record's eventBytes). Returns the stream entry ids, in order.
+   * the record's eventBytes): it reads only the entries it drops, and drops them in one XTRIM
+   * (entry ids grow, so they are the ids below the last one dropped). Returns the stream entry ids, in order.
    */
   mcpAppendEvents: {
     keys: 2,
@@ -244,15 +245,21 @@ for i = 4, #ARGV, 2 do
   bytes = bytes + #ARGV[i + 1]
 end
 local length = redis.call('XLEN', KEYS[2])
+local last
 while length > limit or bytes > maxBytes do
-  local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 16)
+  local over = length - limit
+  local oldest = redis.call('XRANGE', KEYS[2], last and '(' .. last or '-', '+', 'COUNT', (over > 0 and over < 16) and over or 16)
   if #oldest == 0 then bytes = 0; break end
   for _, entry in ipairs(oldest) do
     if length <= limit and bytes <= maxBytes then break end
-    redis.call('XDEL', KEYS[2], entry[1])
+    last = entry[1]
     bytes = bytes - #entry[2][4]
     length = length - 1
   end
+end
+if last then
+  local ms, seq = string.match(last, '^(%d+)-(%d+)$')
+  redis.call('XTRIM', KEYS[2], 'MINID', ms .. '-' .. (tonumber(seq) + 1))
 end
 redis.call('HSET', KEYS[1], 'eventBytes', bytes)
 redis.call('PEXPIRE', KEYS[2], ARGV[2])

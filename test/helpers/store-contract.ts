@@ -109,6 +109,20 @@ export function storeContract (t: Test, make: (options: SessionStoreOptions) => 
     t.notOk(after.some(e => (e.message as any).params.n === 101), 'but is not replayed')
   })
 
+  t.test('the event log keeps the newest events, in order, up to its count', async t => {
+    const store = await make({ ttlSeconds: 60, eventLimit: 10 })
+    t.teardown(() => store.close())
+    const record = newRecord()
+    await store.create(record)
+    const message = (n: number) => ({ jsonrpc: '2.0' as const, method: 'notifications/progress', params: { progressToken: 't', progress: n } })
+    const first = await store.appendEvent(record.id, 's', message(0))
+    // One at a time, then several in one loop turn (appended together, past the count at once).
+    for (let n = 1; n <= 12; n++) await store.appendEvent(record.id, 's', message(n))
+    await Promise.all([13, 14, 15, 16, 17, 18, 19].map(n => store.appendEvent(record.id, 's', message(n))))
+    const kept = (await store.eventsAfter(record.id, first!))!.events
+    t.same(kept.map(e => (e.message as any).params.progress), [10, 11, 12, 13, 14, 15, 16, 17, 18, 19], 'the newest 10')
+  })
+
   t.test('a touch counts requests in a fixed rate-limit window', async t => {
     const store = await make({ ttlSeconds: 60, rateWindowMs: 400 })
     t.teardown(() => store.close())
