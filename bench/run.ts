@@ -240,6 +240,13 @@ async function seedSessions (redis: Redis, count: number) {
   }
 }
 
+/** Deletes every seeded session's keys. */
+async function unseedSessions (redis: Redis) {
+  for await (const keys of redis.scanStream({ match: '*seeded-*', count: 1000 })) {
+    if ((keys as string[]).length > 0) await redis.unlink(...(keys as string[]))
+  }
+}
+
 async function main () {
   const echo = await startScript('echo-server.js')
   echoUrl = `${echo.url}/echo`
@@ -315,23 +322,31 @@ async function main () {
       await node.kill()
     }
 
-    // Scale: tools/call p99 on one warm session with 100, 10,000 and 100,000 live sessions in Redis.
+    // Scale: tools/call p99 on one warm session with 100, 10,000 and 100,000 live sessions in Redis,
+    // then with 100 again once the seeded ones are gone: the machine drifts within minutes, so the
+    // figure at 100,000 is compared with the mean of the two at 100, measured before and after it.
     {
       await client.flushall()
       const node = await startNode('bench-scale', { ...SERVER_ENV, USE_REDIS: 'true', REDIS_URL: redis.url })
       const sessionId = await initialize(node.mcpUrl)
-      const p99s: Array<[number, number]> = []
+      const p99s: Array<[string, number]> = []
+      const measure = async (label: string) => {
+        await cannon({ ...warmCall(node.mcpUrl, sessionId), duration: 2 })
+        const load = await cannon(warmCall(node.mcpUrl, sessionId))
+        p99s.push([label, load.p99])
+        log(`scale: ${label} live sessions, ${load.requests.toFixed(0)} req/s, p99 ${load.p99} ms`)
+      }
       let live = 1
       for (const target of QUICK ? [100, 10_000] : [100, 10_000, 100_000]) {
         await seedSessions(client, target - live)
         live = target
-        await cannon({ ...warmCall(node.mcpUrl, sessionId), duration: 2 })
-        const load = await cannon(warmCall(node.mcpUrl, sessionId))
-        p99s.push([target, load.p99])
-        log(`scale: ${target} sessions, ${load.requests.toFixed(0)} req/s, p99 ${load.p99} ms`)
+        await measure(target.toLocaleString('en-US'))
       }
-      const ratio = p99s.at(-1)![1] / p99s[0]![1]
-      rows.push({ scenario: 'tools/call p99 vs live sessions, Redis', settings: `${CONNECTIONS} connections, ${DURATION} s each`, figure: p99s.map(([n, p]) => `${n.toLocaleString('en-US')}: ${p} ms`).join(', '), ratio, target: `p99 at ${p99s.at(-1)![0].toLocaleString('en-US')} <= 1.2 x p99 at 100`, met: ratio <= 1.2 })
+      await unseedSessions(client)
+      await seedSessions(client, 99)
+      await measure('100 again')
+      const ratio = p99s.at(-2)![1] / ((p99s[0]![1] + p99s.at(-1)![1]) / 2)
+      rows.push({ scenario: 'tools/call p99 vs live sessions, Redis', settings: `${CONNECTIONS} connections, ${DURATION} s each`, figure: p99s.map(([n, p]) => `${n}: ${p} ms`).join(', '), ratio, target: `p99 at ${p99s.at(-2)![0]} <= 1.2 x mean p99 at 100 (before and after)`, met: ratio <= 1.2 })
       await node.kill()
     }
 
