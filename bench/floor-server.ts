@@ -3,7 +3,7 @@ import app, { options } from '../src/app.js'
 
 /**
  * This server's floor, for the bench: the whole app with its production hooks (X-Served-By, CORS,
- * load shedding, route metrics, the rate limit), configured from the environment like `fastify
+ * load shedding, the route histogram, the rate limit), configured from the environment like `fastify
  * start`, plus a route that echoes a JSON body and does no MCP work. What it answers per second, as
  * a share of the bare echo, is the most any /mcp call can reach on this machine. Prints its address.
  */
