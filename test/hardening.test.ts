@@ -96,12 +96,15 @@ interface Reply {
   headers: IncomingHttpHeaders
   text: string
   json: any
+  /** Whether the request's body left before the answer came (a body over 64 KiB waits for it). */
+  bodySent: boolean
 }
 
 /** One HTTP request on a connection of its own, from `localAddress` when given. */
 function send (url: URL | string, options: { method?: string, headers?: Record<string, string>, body?: string, localAddress?: string } = {}): Promise<Reply> {
   return new Promise((resolve, reject) => {
     let answered = false
+    let bodySent = false
     const large = options.body !== undefined && options.body.length > 65_536
     const req = httpRequest(url, {
       method: options.method ?? 'POST',
@@ -117,17 +120,23 @@ function send (url: URL | string, options: { method?: string, headers?: Record<s
         const text = Buffer.concat(chunks).toString()
         let json: any
         try { json = JSON.parse(text) } catch {}
-        resolve({ status: res.statusCode!, headers: res.headers, text, json })
+        resolve({ status: res.statusCode!, headers: res.headers, text, json, bodySent })
       })
     })
     // Writing the rest of a body the server already refused fails (EPIPE): the answer counts.
     req.on('error', error => { if (!answered) reject(error) })
     if (large) {
-      // A large body follows its headers after a moment, as with Expect: 100-continue: a server
-      // that refuses it by its Content-Length has answered (and closed) by then.
+      // A large body follows its headers only when no answer came within two seconds, as with
+      // Expect: 100-continue: a server that refuses it by its Content-Length answers (and closes)
+      // first, and writing to that closed connection would fail.
       req.flushHeaders()
-      setTimeout(() => req.end(options.body), 100)
+      setTimeout(() => {
+        if (answered) return
+        bodySent = true
+        req.end(options.body)
+      }, 2000)
     } else {
+      bodySent = true
       req.end(options.body)
     }
   })
@@ -198,6 +207,7 @@ test('1. initialize with ~900 KB of capabilities: refused before it is parsed, n
     t.comment(`${target.id}: statuses ${tally(replies.map(r => r.status))}, JSON-RPC codes ${tally(replies.map(r => r.json?.error?.code))}`)
     // A POST without a session id may carry 64 KiB: the body is refused by its Content-Length, unread.
     t.ok(replies.every(r => r.status === 413 && r.json?.error?.code === -32000), `all ${count} refused with 413 before parsing`)
+    t.ok(replies.every(r => !r.bodySent), 'each answered before its body was sent')
     t.ok(replies.every(r => /65536 bytes/.test(r.json?.error?.message)), 'the error names the bound')
     t.ok(replies.every(r => r.headers['mcp-session-id'] === undefined), 'no Mcp-Session-Id header')
     t.ok(replies.every(r => r.json?.result === undefined), 'no initialize result')
