@@ -28,6 +28,7 @@ export const ConfigSchema = Type.Object({
   INITIALIZE_RATE_LIMIT_MAX: Integer({ default: 60, minimum: 1, maximum: 100_000_000, description: 'sessions a client address may create per rate-limit window' }),
   TRUST_PROXY: Type.String({ default: '', pattern: '^(\\d{1,2}|[0-9A-Fa-f.:/]+(,[0-9A-Fa-f.:/]+)*)?$', description: 'proxies whose X-Forwarded-For is believed: a hop count, or comma-separated addresses or CIDRs (empty: none)' }),
   RATE_LIMIT_WINDOW_MS: Integer({ default: 60_000, minimum: 100, maximum: 86_400_000, description: 'rate limit window in milliseconds' }),
+  RATE_LIMIT_HEADERS: Type.Union([Type.Literal('refused'), Type.Literal('always')], { default: 'refused', description: 'when responses carry RateLimit-Limit, -Remaining and -Reset: refused (429 only) or always' }),
   BODY_LIMIT_BYTES: Integer({ default: 1_048_576, minimum: 1024, maximum: 104_857_600, description: 'largest accepted request body in bytes' }),
   MAX_EVENT_LOOP_DELAY_MS: Integer({ default: 1000, minimum: 0, maximum: 60_000, description: 'event-loop delay in milliseconds above which requests are shed with 503; 0 turns shedding off' }),
   EVENT_LOG_MAX_BYTES: Integer({ default: 1_048_576, minimum: 65_536, maximum: 104_857_600, description: 'bytes of SSE events kept per session for resumption' }),

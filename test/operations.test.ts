@@ -35,6 +35,31 @@ test('in Redis mode one rate limit holds across nodes', { skip: needs('redis-ser
   t.match(metrics, /^mcp_rate_limited_requests_total [1-9]/m)
 })
 
+test('RateLimit headers come with a 429 only, unless RATE_LIMIT_HEADERS=always', async t => {
+  for (const setting of ['refused', 'always']) {
+    // The default is 'refused'.
+    const server = await startServer({ RATE_LIMIT_MAX: '3', ...(setting === 'always' && { RATE_LIMIT_HEADERS: setting }) })
+    t.teardown(() => server.close())
+    const session = await rawSession(server.app)
+    const call = (id: number) => server.app.inject({
+      method: 'POST',
+      url: '/mcp',
+      headers: { ...MCP_HEADERS, 'mcp-session-id': session },
+      payload: { jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'calculate', arguments: { a: id, b: 1, op: 'add' } } }
+    })
+    const served = await call(1)
+    t.equal(served.statusCode, 200)
+    const names = ['ratelimit-limit', 'ratelimit-remaining', 'ratelimit-reset']
+    // notifications/initialized was the session's first request, this call its second.
+    t.same(names.map(name => served.headers[name]), setting === 'always' ? ['3', '1', '60'] : [undefined, undefined, undefined], `${setting}: a served request`)
+    t.equal((await call(2)).statusCode, 200)
+    const refused = await call(3)
+    t.equal(refused.statusCode, 429, `${setting}: the session's fourth request is refused`)
+    t.equal(refused.headers['ratelimit-limit'], '3', `${setting}: a refusal has them`)
+    t.ok(Number(refused.headers['retry-after']) > 0)
+  }
+})
+
 test('an event loop stalled past MAX_EVENT_LOOP_DELAY_MS sheds requests with 503 and Retry-After', async t => {
   const server = await startServer({ MAX_EVENT_LOOP_DELAY_MS: '5' })
   t.teardown(() => server.close())
