@@ -169,7 +169,10 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
     const signal = () => {
       if (abort === undefined) {
         const controller = abort = new AbortController()
-        reply.raw.once('close', () => { if (!reply.raw.writableFinished) controller.abort() })
+        const left = () => { if (!reply.raw.writableFinished) controller.abort() }
+        // The client may have left before a tool first asked, its 'close' gone by.
+        if (reply.raw.destroyed) left()
+        else reply.raw.once('close', left)
       }
       return abort.signal
     }

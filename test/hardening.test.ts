@@ -13,7 +13,7 @@ import { RECONCILE_MS } from '../plugins/rate-limit.js'
 import { logDigest } from '../plugins/request-log.js'
 import { startNode, startTopology, type ServerNode } from './helpers/nodes.js'
 import { ownRedis, type RedisServer } from './helpers/processes.js'
-import { HEADERS, callTool, initialize, openStream, post, request } from './helpers/raw-client.js'
+import { HEADERS, callTool, initialize, modernMeta, modernPost, openStream, post, request } from './helpers/raw-client.js'
 
 // About 30 processes are started in all (18 server nodes, 9 Redis, nginx); the file takes 1.5 to 3
 // minutes on a loaded 2-core machine.
@@ -168,13 +168,14 @@ interface RawStream {
 
 /** A GET on /mcp on a connection of its own: a stream is kept open and read as it arrives; any other answer is read whole. */
 function openGet (url: URL | string, sessionId: string, lastEventId?: string): Promise<RawStream> {
+  return openRaw(url, 'GET', { accept: 'text/event-stream', 'mcp-session-id': sessionId, ...(lastEventId !== undefined && { 'last-event-id': lastEventId }) })
+}
+
+/** A request on a connection of its own, its answer read as openGet reads it. */
+function openRaw (url: URL | string, method: string, headers: Record<string, string>, body?: string): Promise<RawStream> {
   const started = Date.now()
   return new Promise((resolve, reject) => {
-    const req = httpRequest(url, {
-      method: 'GET',
-      agent: false,
-      headers: { accept: 'text/event-stream', 'mcp-session-id': sessionId, ...(lastEventId !== undefined && { 'last-event-id': lastEventId }) }
-    }, res => {
+    const req = httpRequest(url, { method, agent: false, headers }, res => {
       let text = ''
       let open = true
       const chunks: Array<{ at: number, text: string }> = []
@@ -187,7 +188,7 @@ function openGet (url: URL | string, sessionId: string, lastEventId?: string): P
       else res.once('end', () => resolve(stream))
     })
     req.on('error', reject)
-    req.end()
+    req.end(body)
   })
 }
 
@@ -668,4 +669,37 @@ test('11. the session id appears in no log line, only its 12-character digest', 
   t.ok(warnings(output).length > 0, 'the storage-error path logged too')
   t.notOk(output.includes(sessionId), 'the session id appears in no log line')
   t.notOk(output.includes(other), 'nor does the other session\'s')
+})
+
+/** Sends one request on a connection of its own and drops the connection `afterMs` later, unanswered or not. */
+function abandon (url: URL, headers: Record<string, string>, body = ''): Promise<void> {
+  return new Promise(resolve => {
+    const socket = netConnect(Number(url.port), url.hostname, () => {
+      const head = Object.entries({ ...headers, host: url.host, 'content-length': String(Buffer.byteLength(body)) }).map(([name, value]) => `${name}: ${value}\r\n`).join('')
+      socket.write(`${body === '' ? 'GET' : 'POST'} ${url.pathname} HTTP/1.1\r\n${head}\r\n${body}`)
+      setTimeout(() => { socket.destroy(); resolve() }, 2)
+    })
+    socket.on('error', () => {})
+  })
+}
+
+test('12. clients that leave while their stream is being opened give its place back (Redis)', async t => {
+  const { redis } = await redisOf(t)
+  // Each listen below checks 100 handle URIs, one store round trip each: the client is gone before they are done.
+  const server = await node(t, 'h12', { ...redisEnv(redis), MAX_STREAMS: '6', LISTEN_STREAMS_PER_CLIENT: '2' })
+  const modern = { ...HEADERS, 'mcp-protocol-version': '2026-07-28' }
+  const created = await modernPost(server.mcpUrl, 'tools/call', { name: 'create_history', arguments: {} })
+  const uri = `calculator://histories/${created.body.result.structuredContent.history as string}`
+  const listenBody = (resources: string[]) => JSON.stringify({ jsonrpc: '2.0', id: 'listen-12', method: 'subscriptions/listen', params: { notifications: { resourceSubscriptions: resources }, _meta: modernMeta() } })
+  for (let i = 0; i < 10; i++) await abandon(server.mcpUrl, { ...modern, 'mcp-method': 'subscriptions/listen' }, listenBody(Array.from({ length: 100 }, () => uri)))
+  const sessions = await Promise.all(Array.from({ length: 6 }, () => initialize(server.mcpUrl)))
+  for (const sessionId of sessions) await abandon(server.mcpUrl, { accept: 'text/event-stream', 'mcp-session-id': sessionId })
+  await sleep(500)
+
+  const listens = await Promise.all([0, 1].map(() => openRaw(server.mcpUrl, 'POST', { ...modern, 'mcp-method': 'subscriptions/listen' }, listenBody([uri]))))
+  t.same(listens.map(l => l.status), [200, 200], 'the client still holds its LISTEN_STREAMS_PER_CLIENT listen streams')
+  for (const listen of listens) listen.close()
+  const gets = await Promise.all(sessions.slice(0, 4).map(sessionId => openGet(server.mcpUrl, sessionId)))
+  t.same(gets.map(g => g.status), [200, 200, 200, 200], 'each session opens its GET stream again (no 409), and the node has places for them (no 503)')
+  for (const get of gets) get.close()
 })

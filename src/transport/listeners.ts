@@ -81,16 +81,22 @@ export class Listeners {
     this.#clients.set(client, held + 1)
     const raw = start()
     const listener: Listener = { id, resources: new Set(resources), raw, client }
-    this.#here.add(listener)
-    this.#send(listener, { jsonrpc: '2.0', method: 'notifications/subscriptions/acknowledged', params: { notifications: { resourceSubscriptions: [...listener.resources] }, _meta: { [SUBSCRIPTION_ID]: id } } })
-    raw.once('close', () => {
+    const leave = () => {
       this.#here.delete(listener)
       this.#streams.give()
       const left = this.#clients.get(client)! - 1
       if (left === 0) this.#clients.delete(client)
       else this.#clients.set(client, left)
       if (this.#here.size === 0) this.#stopTimers()
-    })
+    }
+    // A client that left while its filter was checked has had its 'close' already.
+    if (raw.destroyed) {
+      leave()
+      return true
+    }
+    this.#here.add(listener)
+    this.#send(listener, { jsonrpc: '2.0', method: 'notifications/subscriptions/acknowledged', params: { notifications: { resourceSubscriptions: [...listener.resources] }, _meta: { [SUBSCRIPTION_ID]: id } } })
+    raw.once('close', leave)
     if (this.#here.size === 1) this.#startTimers()
     return true
   }

@@ -34,6 +34,9 @@ export class SseStream {
     this.#res = res
     this.streamId = streamId
     res.on('close', () => this.#closed())
+    // A client that left while the stream was being opened (its store round trips under way) has
+    // had its 'close' already: the stream closes at once, once its owner has set onClose.
+    if (res.destroyed) process.nextTick(() => this.#closed())
     if (keepAliveMs > 0) {
       this.#keepAlive = setInterval(() => {
         this.#write(': keepalive\n\n')
