@@ -223,8 +223,9 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
     const initialize = messages.find(m => 'method' in m && m.method === 'initialize')
     if (initialize !== undefined) {
       if (messages.length > 1 || !('id' in initialize)) throw new InvalidRequestError('initialize must be sent alone, as a request')
-      await limits.sessionCreation(clientKey(request))
-      const { sessionId, response } = await cache.initialize(initialize as JSONRPCRequest, request.principal?.id)
+      const client = clientKey(request)
+      await limits.sessionCreation(client)
+      const { sessionId, response } = await cache.initialize(initialize as JSONRPCRequest, request.principal?.id, client)
       if (sessionId !== undefined) reply.header('mcp-session-id', sessionId)
       return batch ? [response] : response
     }

@@ -69,6 +69,20 @@ test('handles, retries and input_required on one node', async t => {
   })
 })
 
+test('handles minted in sessions count against the address that created the sessions', async t => {
+  const server = await startServer({ INITIALIZE_RATE_LIMIT_MAX: '4' })
+  t.teardown(() => server.close())
+  const url = server.mcpUrl
+  const sessions = [await initialize(url), await initialize(url)]
+  const statuses: number[] = []
+  for (let i = 0; i < 3; i++) {
+    const answer = await post(url, { jsonrpc: '2.0', id: i + 1, method: 'tools/call', params: { name: 'create_history', arguments: {} } }, sessions[i % 2])
+    statuses.push(answer.status === 200 && answer.messages[0].result?.isError !== true ? 200 : answer.status)
+  }
+  statuses.push((await modern(url, 'tools/call', { name: 'create_history', arguments: {} })).status)
+  t.same(statuses, [200, 200, 429, 429], 'two sessions and two handles from one address: the third handle is refused in a session and out of one')
+})
+
 test('subscriptions/listen on one node: what may be listened to, and how much', async t => {
   const server = await startServer({ LISTEN_STREAMS_PER_CLIENT: '2' })
   t.teardown(() => server.close())

@@ -126,7 +126,12 @@ class FeatureCall implements FeatureContext {
 
   get state (): ScopeState { return this.#session.state }
   get session (): SessionRecord { return this.#session.record }
-  mint (): Promise<string> { return this.services.handles.mint(this.#session.record.principal, this.#session.record.principal === undefined ? `session:${this.#session.sessionId}` : `pr:${this.#session.record.principal}`) }
+  mint (): Promise<string> {
+    const { principal, creator } = this.#session.record
+    // A session written before creators were recorded counts its handles on its own.
+    return this.services.handles.mint(principal, creator ?? (principal === undefined ? `session:${this.#session.sessionId}` : `pr:${principal}`))
+  }
+
   open (handle: string): Promise<ScopeState> { return openHandle(this.services.handles, handle, this.#session.record.principal) }
   log (level: LogLevel, data: unknown): Promise<void> { return this.#session.log(this.#feature, level, data) }
   resourceUpdated (uri: string): Promise<void> {

@@ -317,6 +317,7 @@ function toRecord (fields: string[]): SessionRecord {
   if (hash.streamNode !== undefined) record.streamNode = hash.streamNode
   if (hash.streamUntil !== undefined) record.streamUntil = Number(hash.streamUntil)
   if (hash.principal !== undefined) record.principal = hash.principal
+  if (hash.creator !== undefined) record.creator = hash.creator
   return record
 }
 
@@ -368,7 +369,8 @@ export class RedisSessionStore implements SessionStore {
       'rateStart', record.createdAt,
       'rateHits', 0,
       ...(record.logLevel === undefined ? [] : ['logLevel', record.logLevel]),
-      ...(record.principal === undefined ? [] : ['principal', record.principal])
+      ...(record.principal === undefined ? [] : ['principal', record.principal]),
+      ...(record.creator === undefined ? [] : ['creator', record.creator])
     ]
     await this.#run('create', async () => {
       await this.#redis.mcpCreate(...keys(record.id), this.#expireMs, ...fields)
@@ -392,6 +394,7 @@ export class RedisSessionStore implements SessionStore {
       protocolVersion: known.protocolVersion,
       initializeParams: known.initializeParams,
       ...(known.principal !== undefined && { principal: known.principal }),
+      ...(known.creator !== undefined && { creator: known.creator }),
       subscriptions: JSON.parse(subscriptions ?? '[]'),
       requestCount: Number(requestCount)
     }

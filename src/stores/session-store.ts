@@ -32,6 +32,11 @@ export interface SessionRecord {
    * are required: requests of anyone else find no session.
    */
   principal?: string
+  /**
+   * Who the session's creation was counted against (its principal, or its client's address):
+   * history handles minted in the session count against the same creation budget.
+   */
+  creator?: string
 }
 
 export type StreamClaim = 'open' | 'resume' | 'renew' | 'release'

@@ -84,12 +84,12 @@ export class SessionCache {
   get closing (): boolean { return this.#closing }
 
   /**
-   * Answers `initialize` with a new session. The record is written to the store before this
+   * Answers `initialize` with a new session, counted against `creator` (see SessionRecord). The record is written to the store before this
    * resolves, so the client's next request may land on any node.
    * Returns the JSON-RPC response; params that are not an initialize request's get an error and no session.
    * @throws {StorageUnavailableError} when the store cannot be written.
    */
-  async initialize (request: JSONRPCRequest, principal?: string): Promise<{ sessionId?: string, response: JSONRPCMessage }> {
+  async initialize (request: JSONRPCRequest, principal?: string, creator?: string): Promise<{ sessionId?: string, response: JSONRPCMessage }> {
     let result: InitializeResult
     try {
       result = initializeResult(request.params, this.#serverInfo)
@@ -108,7 +108,8 @@ export class SessionCache {
       initializeParams: { protocolVersion, capabilities, clientInfo: { name: clientInfo.name, version: clientInfo.version } },
       subscriptions: [],
       requestCount: 1,
-      ...(principal !== undefined && { principal })
+      ...(principal !== undefined && { principal }),
+      ...(creator !== undefined && { creator })
     }
     await this.#services.store.create(record)
     this.#live.set(record.id, this.#connect(record))
