@@ -201,7 +201,9 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
    * nothing else is offered), acknowledged first, each frame tagged with the request's id.
    */
   async function listen (request: FastifyRequest, reply: FastifyReply, message: JSONRPCRequest) {
-    if (cache.closing) throw new ShuttingDownError()
+    // Refusals carry the request's id, as every 2026-07-28 error does.
+    const refused = (error: McpHttpError) => Object.assign(error, { rpcId: message.id })
+    if (cache.closing) throw refused(new ShuttingDownError())
     const resources = listenFilter(message.params?.notifications)
     if (resources === undefined) {
       return { jsonrpc: '2.0', id: message.id, error: { code: -32602, message: `Invalid params: notifications must be an object; resourceSubscriptions, when given, at most ${MAX_LISTEN_SUBSCRIPTIONS} URIs of ${MAX_LISTEN_URI_BYTES} bytes together` } }
@@ -209,8 +211,8 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
     const unknown = await modern.unlistenable(resources, request.principal?.id)
     if (unknown !== undefined) return { jsonrpc: '2.0', id: message.id, error: { code: -32602, message: `Resource not found: ${unknown.slice(0, MAX_URI_LENGTH)}`, data: { uri: unknown } } }
     const opened = listeners.open(() => openSse(reply, undefined, true) as ServerResponse, message.id, resources, clientKey(request))
-    if (opened === 'node') throw new TooManyStreamsError()
-    if (opened === 'client') throw Object.assign(new RateLimitedError(5000), { rpcId: message.id })
+    if (opened === 'node') throw refused(new TooManyStreamsError())
+    if (opened === 'client') throw refused(new RateLimitedError(5000))
     return reply
   }
 

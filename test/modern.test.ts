@@ -58,8 +58,16 @@ test('handles, retries and input_required on one node', async t => {
     const unasked = await call(url, 'clear_history', { history: other }, { inputResponses: yes })
     t.equal(unasked.result.resultType, 'input_required', 'an answer sent before being asked is not taken')
     t.equal((await call(url, 'get_history', { history: other })).result.structuredContent.entries.length, 1, 'nothing cleared')
+    const malformed = await call(url, 'clear_history', { history }, { inputResponses: { 'ask-1': { action: 'bogus' } }, requestState: state })
+    t.equal(malformed.error?.code, -32602, 'an answer that is no elicitation result: invalid params')
     const cleared = await call(url, 'clear_history', { history }, { inputResponses: yes, requestState: state })
     t.equal(cleared.result.structuredContent.cleared, 2, 'the state and answer of this call clear this handle')
+  })
+
+  await t.test('memory_store needs a session, which this revision has not', async t => {
+    const stored = await call(url, 'memory_store', { value: 4 })
+    t.equal(stored.result?.isError, true)
+    t.match(stored.result?.content[0].text, /no session memory/)
   })
 
   await t.test('handles count with the sessions a client creates (INITIALIZE_RATE_LIMIT_MAX)', async t => {

@@ -272,8 +272,14 @@ class ModernCall implements ToolContext {
     const answered = input !== undefined && input.round.asked.includes(key) && isObject(input.responses) ? input.responses[key] : undefined
     const answer = answered ?? input?.round.answers[key]
     if (answer !== undefined) {
+      let parsed: T
+      try {
+        parsed = resultSchema.parse(answer)
+      } catch {
+        throw new RpcError(ErrorCode.InvalidParams, `Invalid params: inputResponses["${key}"] is no answer to ${request.method}`)
+      }
       this.#request.answers[key] = answer
-      return resultSchema.parse(answer)
+      return parsed
     }
     requireCapabilities([request], this.clientCapabilities, this.#request.id)
     throw new InputRequired({ [key]: request }, input?.round.state)
