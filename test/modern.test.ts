@@ -62,6 +62,12 @@ test('handles, retries and input_required on one node', async t => {
     t.equal(malformed.error?.code, -32602, 'an answer that is no elicitation result: invalid params')
     const cleared = await call(url, 'clear_history', { history }, { inputResponses: yes, requestState: state })
     t.equal(cleared.result.structuredContent.cleared, 2, 'the state and answer of this call clear this handle')
+    await call(url, 'calculate', { a: 1, b: 1, op: 'add', history })
+    const replayed = await call(url, 'clear_history', { history }, { inputResponses: yes, requestState: state })
+    t.equal(replayed.result.resultType, 'input_required', 'replayed once the history changed, the answer is to another question: asked again')
+    t.equal((await call(url, 'get_history', { history })).result.structuredContent.entries.length, 1, 'nothing cleared')
+    const signed = await call(url, 'clear_history', { history }, { inputResponses: yes, requestState: `${replayed.result.requestState as string}!!` })
+    t.equal(signed.error?.code, -32602, 'a signature with characters appended is no signature')
   })
 
   await t.test('memory_store needs a session, which this revision has not', async t => {

@@ -113,6 +113,9 @@ export function decodeHeaderValue (value: string): string | undefined {
   }
 }
 
+/** A question as the signed round state remembers it: its key and a digest of what it asked. */
+const questionOf = (key: string, request: ServerRequest) => `${key}#${createHash('sha256').update(JSON.stringify(request)).digest('base64url').slice(0, 22)}`
+
 /** What a 2026-07-28 request says about itself in `_meta`. */
 export interface Envelope {
   revision: string
@@ -267,10 +270,12 @@ class ModernCall implements ToolContext {
    */
   async ask<T> (request: ServerRequest, resultSchema: { parse (value: unknown): T }): Promise<T> {
     const key = `ask-${++this.#asked}`
+    const question = questionOf(key, request)
     const input = this.#request.input
-    // Only an answer to a question the signed state says was asked: no answering before being asked.
-    const answered = input !== undefined && input.round.asked.includes(key) && isObject(input.responses) ? input.responses[key] : undefined
-    const answer = answered ?? input?.round.answers[key]
+    // Only an answer to this very question, which the signed state says was asked: no answering
+    // before being asked, and no answer to another question (the same tool asking about other data).
+    const answered = input !== undefined && input.round.asked.includes(question) && isObject(input.responses) ? input.responses[key] : undefined
+    const answer = answered ?? input?.round.answers[question]
     if (answer !== undefined) {
       let parsed: T
       try {
@@ -278,7 +283,7 @@ class ModernCall implements ToolContext {
       } catch {
         throw new RpcError(ErrorCode.InvalidParams, `Invalid params: inputResponses["${key}"] is no answer to ${request.method}`)
       }
-      this.#request.answers[key] = answer
+      this.#request.answers[question] = answer
       return parsed
     }
     requireCapabilities([request], this.clientCapabilities, this.#request.id)
@@ -331,7 +336,7 @@ export class ModernServer {
       return this.#complete(id, method, await this.#options.dispatcher.handleIn(request, method, message.params) as Record<string, unknown>)
     } catch (error) {
       if (error instanceof InputRequired) {
-        const requestState = await this.#options.requestState.mint(binding(), { state: error.state, answers: request.answers, asked: Object.keys(error.inputRequests) })
+        const requestState = await this.#options.requestState.mint(binding(), { state: error.state, answers: request.answers, asked: Object.entries(error.inputRequests).map(([key, request]) => questionOf(key, request)) })
         return { jsonrpc: '2.0', id, result: { resultType: 'input_required', inputRequests: error.inputRequests, requestState, _meta: this.#meta() } }
       }
       if (error instanceof RpcError) return { jsonrpc: '2.0', id, error: { code: error.code, message: error.message, ...(error.data !== undefined && { data: error.data }) } }

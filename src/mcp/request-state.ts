@@ -8,7 +8,10 @@ export interface StateBinding {
   principal: string
 }
 
-/** What a tool keeps across rounds of input_required: its own state, the answers so far, and what this round asked. */
+/**
+ * What a tool keeps across rounds of input_required: its own state, the answers so far, and what
+ * this round asked. Questions are named by their key and a digest of what they asked.
+ */
 export interface RoundState {
   state: unknown
   answers: Record<string, unknown>
@@ -47,8 +50,9 @@ export class RequestStateCodec {
     const dot = token.indexOf('.')
     if (dot < 0) return undefined
     const payload = token.slice(0, dot)
-    const signature = Buffer.from(token.slice(dot + 1), 'base64url')
-    const expected = Buffer.from(await this.#sign(payload), 'base64url')
+    // Compared as text: decoding would ignore characters appended to a valid signature.
+    const signature = Buffer.from(token.slice(dot + 1))
+    const expected = Buffer.from(await this.#sign(payload))
     if (signature.length !== expected.length || !timingSafeEqual(signature, expected)) return undefined
     let decoded: StateBinding & RoundState & { exp: number }
     try {
