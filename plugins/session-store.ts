@@ -54,7 +54,7 @@ export default fp<SessionStorePluginOptions>(async function sessionStore (fastif
   // eslint-disable-next-line no-new
   new client.Gauge({
     name: 'mcp_active_sessions',
-    help: 'Live sessions in the session store (the whole cluster in Redis mode)',
+    help: 'Live sessions and history handles in the session store (the whole cluster in Redis mode)',
     registers: [registry],
     async collect () { this.set(await store.count()) }
   })
