@@ -326,7 +326,7 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
       const [stored] = await context.state.append(MEMORY, [args.value])
       // A 2026-07-28 request has no session to keep it in.
       if (stored === undefined) return toolError('There is no session memory to keep a number in: this revision has no sessions. Use a history handle (create_history) to keep results.')
-      return toolResult({ value: args.value, storedAt: new Date(stored!.at).toISOString() }, `${args.value} is in memory`)
+      return toolResult({ value: args.value, storedAt: new Date(stored.at).toISOString() }, `${args.value} is in memory`)
     }
   })
 

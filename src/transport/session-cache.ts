@@ -84,8 +84,9 @@ export class SessionCache {
   get closing (): boolean { return this.#closing }
 
   /**
-   * Answers `initialize` with a new session, counted against `creator` (see SessionRecord). The record is written to the store before this
-   * resolves, so the client's next request may land on any node.
+   * Answers `initialize` with a new session, whose creation was counted against `creator` (see
+   * SessionRecord). The record is written to the store before this resolves, so the client's next
+   * request may land on any node.
    * Returns the JSON-RPC response; params that are not an initialize request's get an error and no session.
    * @throws {StorageUnavailableError} when the store cannot be written.
    */
