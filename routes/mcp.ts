@@ -8,7 +8,7 @@ import {
 } from '../src/errors.js'
 import { clientKey } from '../plugins/rate-limit.js'
 import { HANDLE_PREFIX } from '../src/mcp/features.js'
-import { checkEnvelope, eraOf, isModernHeader } from '../src/mcp/modern.js'
+import { checkEnvelope, checkParamHeaders, eraOf, isModernHeader } from '../src/mcp/modern.js'
 import { MAX_URI_LENGTH } from '../src/mcp/dispatcher.js'
 import { MAX_LISTEN_SUBSCRIPTIONS, MAX_LISTEN_URI_BYTES } from '../src/transport/listeners.js'
 import { originMatcher } from '../src/origins.js'
@@ -84,7 +84,7 @@ function openSse (reply: FastifyReply, sessionId: string | undefined, flush: boo
  * route schema, so the hot path parses once.
  */
 export default async function mcpRoutes (fastify: FastifyInstance) {
-  const { sessionCache: cache, sessionLimits: limits, authorization, modernServer: modern, listeners, config } = fastify
+  const { sessionCache: cache, sessionLimits: limits, authorization, modernServer: modern, listeners, config, mcpFeatures: features } = fastify
   const originAllowed = originMatcher(config.ALLOWED_ORIGINS)
   // Only JSON bodies reach the endpoint; any other Content-Type gets 415.
   fastify.removeAllContentTypeParsers()
@@ -154,6 +154,7 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
     const { messages } = readMessages(request.body)
     const message = messages[0] as JSONRPCRequest
     const envelope = checkEnvelope(message, request.headers)
+    checkParamHeaders(message, request.headers, features)
     try {
       authorization.authorize(request, [message])
     } catch (error) {

@@ -97,6 +97,36 @@ test('handles minted in sessions count against the address that created the sess
   t.same(statuses, [200, 200, 429, 429], 'two sessions and two handles from one address: the third handle is refused in a session and out of one')
 })
 
+test('Mcp-Param headers of x-mcp-header arguments are checked against the body (test_custom_headers)', async t => {
+  const server = await startServer({ CONFORMANCE_FIXTURES: 'true' })
+  t.teardown(() => server.close())
+  const url = server.mcpUrl
+  const listed = await modern(url, 'tools/list')
+  const schema = listed.body.result.tools.find((tool: Json) => tool.name === 'test_custom_headers').inputSchema
+  t.equal(schema.properties.region['x-mcp-header'], 'Region', 'tools/list shows the annotation')
+  const send = (args: Json, headers: Record<string, string>) =>
+    modernPost(url, 'tools/call', { name: 'test_custom_headers', arguments: args }, { headers })
+  const served = await send({ region: 'us-west1', priority: -7, verbose: false, query: 'q' }, { 'Mcp-Param-Region': 'us-west1', 'mcp-param-priority': '-7', 'MCP-PARAM-VERBOSE': 'false' })
+  t.equal(served.status, 200)
+  t.same(JSON.parse(served.body.result.content[0].text), { region: 'us-west1', priority: -7, verbose: false, query: 'q' }, 'integers and booleans as decimal and lowercase text, header names in any case')
+  t.equal((await send({ region: 'Hello, 世界', query: 'q' }, { 'Mcp-Param-Region': `=?base64?${Buffer.from('Hello, 世界').toString('base64')}?=` })).status, 200, 'a base64-encoded value is decoded')
+  t.equal((await send({ region: '=?base64?SGVsbG8=', query: 'q' }, { 'Mcp-Param-Region': '=?base64?SGVsbG8=' })).status, 200, 'without its ?= suffix a value is literal')
+  const refusals: Array<[string, Json, Record<string, string>]> = [
+    ['missing', { region: 'us-west1', query: 'q' }, {}],
+    ['different', { region: 'us-west1', query: 'q' }, { 'Mcp-Param-Region': 'eu-west1' }],
+    ['bad base64 padding', { region: 'Hello', query: 'q' }, { 'Mcp-Param-Region': '=?base64?SGVsbG8?=' }],
+    ['bad base64 characters', { region: 'Hello', query: 'q' }, { 'Mcp-Param-Region': '=?base64?SGVs!!!bG8=?=' }],
+    ['non-ASCII, not encoded', { region: 'Zürich', query: 'q' }, { 'Mcp-Param-Region': 'Zürich' }],
+    ['a header without its argument', { region: 'us-west1', query: 'q' }, { 'Mcp-Param-Region': 'us-west1', 'Mcp-Param-Priority': '1' }],
+    ['a number as text', { region: 'us-west1', priority: 1, query: 'q' }, { 'Mcp-Param-Region': 'us-west1', 'Mcp-Param-Priority': '1.0' }]
+  ]
+  for (const [what, args, headers] of refusals) {
+    const refused = await send(args, headers)
+    t.same([refused.status, refused.body.error?.code], [400, -32020], `${what}: 400 -32020`)
+    t.equal(refused.body.id !== null, true, 'with the request id')
+  }
+})
+
 test('subscriptions/listen on one node: what may be listened to, and how much', async t => {
   const server = await startServer({ LISTEN_STREAMS_PER_CLIENT: '2' })
   t.teardown(() => server.close())

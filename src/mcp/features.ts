@@ -1,4 +1,4 @@
-import type { Static, TObject } from '@sinclair/typebox'
+import type { Static, TObject, TSchema } from '@sinclair/typebox'
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 import type { CallToolResult, ClientCapabilities, GetPromptResult, ServerRequest, ToolAnnotations } from '@modelcontextprotocol/sdk/types.js'
 import { UriTemplate } from '@modelcontextprotocol/sdk/shared/uriTemplate.js'
@@ -259,8 +259,40 @@ interface Owned<T> {
   definition: T
 }
 
+/** An argument that 2026-07-28 clients mirror into an `Mcp-Param-{name}` header (`x-mcp-header`). */
+export interface HeaderParam {
+  /** The argument's path: the chain of `properties` keys from the input schema's root. */
+  path: readonly string[]
+  /** The header's name, lowercased as Node gives request headers. */
+  header: string
+}
+
 export interface RegisteredTool extends Owned<ToolDefinition> {
   check: TypeCheck<TObject>
+  headerParams: readonly HeaderParam[]
+}
+
+const HEADER_TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+
+/**
+ * The `x-mcp-header` annotations of an input schema, found through `properties` keys only (as the
+ * 2026-07-28 revision allows them).
+ * @throws {Error} for a name that is no header token or is repeated, or an annotated type other than string, integer or boolean.
+ */
+function headerParams (tool: string, schema: TSchema, path: string[] = [], found: HeaderParam[] = []): HeaderParam[] {
+  const properties = (schema as { properties?: Record<string, TSchema> }).properties ?? {}
+  for (const [key, property] of Object.entries(properties)) {
+    const name = (property as { 'x-mcp-header'?: unknown })['x-mcp-header']
+    if (name !== undefined) {
+      if (typeof name !== 'string' || !HEADER_TOKEN.test(name)) throw new Error(`Tool ${tool}: x-mcp-header ${JSON.stringify(name)} is no header name`)
+      if (!['string', 'integer', 'boolean'].includes(property.type as string)) throw new Error(`Tool ${tool}: x-mcp-header on ${key}, which is no string, integer or boolean`)
+      const header = `mcp-param-${name.toLowerCase()}`
+      if (found.some(param => param.header === header)) throw new Error(`Tool ${tool}: x-mcp-header ${name} is used twice`)
+      found.push({ path: [...path, key], header })
+    }
+    headerParams(tool, property, [...path, key], found)
+  }
+  return found
 }
 
 export interface RegisteredTemplate extends Owned<ResourceTemplateDefinition> {
@@ -298,7 +330,7 @@ export class FeatureRegistry {
       name,
       addTool: definition => {
         if (this.#tools.has(definition.name)) throw new Error(`Tool ${definition.name} is registered twice`)
-        this.#tools.set(definition.name, { feature: name, definition: definition as unknown as ToolDefinition, check: TypeCompiler.Compile(definition.inputSchema) })
+        this.#tools.set(definition.name, { feature: name, definition: definition as unknown as ToolDefinition, check: TypeCompiler.Compile(definition.inputSchema), headerParams: headerParams(definition.name, definition.inputSchema) })
         this.#toolList = undefined
         this.#scopes = undefined
       },

@@ -171,6 +171,46 @@ export function checkEnvelope (message: { id?: RequestId, method: string, params
   return envelope
 }
 
+/** Visible ASCII, space and tab: what a header value may hold (RFC 9110); anything else travels base64-encoded. */
+const HEADER_SAFE = /^[\x20-\x7E\t]*$/
+
+/** An argument as its `Mcp-Param-{Name}` header carries it; undefined when it has no such form (absent, null, an object). */
+function asHeaderValue (value: unknown): string | undefined {
+  if (typeof value === 'string') return value
+  if (typeof value === 'boolean') return value ? 'true' : 'false'
+  if (typeof value === 'number' && Number.isSafeInteger(value)) return String(value)
+  return undefined
+}
+
+/**
+ * Checks a 2026-07-28 `tools/call`'s `Mcp-Param-{Name}` headers against its arguments, for the
+ * arguments its tool annotates with `x-mcp-header`: an argument in the body comes with its header,
+ * which (base64-decoded when so marked) equals it; a header comes with its argument.
+ * @throws {ModernRequestError} 400 -32020 on any difference or a malformed header value.
+ */
+export function checkParamHeaders (message: { id?: RequestId, method: string, params?: unknown }, headers: IncomingHttpHeaders, features: FeatureRegistry): void {
+  if (message.method !== 'tools/call' || !isObject(message.params)) return
+  const { name, arguments: args } = message.params
+  const tool = typeof name === 'string' ? features.tool(name) : undefined
+  if (tool === undefined || tool.headerParams.length === 0) return
+  const refuse = (problem: string, param: string) => new ModernRequestError(ModernCode.HeaderMismatch, `Bad Request: ${problem}`, message.id, { mismatch: { header: param } })
+  for (const { path, header: param } of tool.headerParams) {
+    let value: unknown = args
+    for (const key of path) value = isObject(value) ? value[key] : undefined
+    const expected = asHeaderValue(value)
+    const raw = headers[param]
+    const sent = header(headers, param)
+    if (sent === undefined) {
+      if (expected !== undefined) throw refuse(`the argument ${path.join('.')} is mirrored in the ${param} header, which is missing`, param)
+      continue
+    }
+    if (typeof raw === 'string' && !HEADER_SAFE.test(raw)) throw refuse(`the ${param} header holds characters a header value may not; encode it as =?base64?…?=`, param)
+    const decoded = decodeHeaderValue(sent)
+    if (decoded === undefined) throw refuse(`the ${param} header's base64 is malformed`, param)
+    if (decoded !== expected) throw refuse(`the ${param} header (${decoded.slice(0, 256)}) disagrees with the body`, param)
+  }
+}
+
 /** Where a 2026-07-28 request's notifications go: its own response, turned into an SSE stream at the first. */
 export interface ResponseStream {
   send (message: JSONRPCMessage): void
