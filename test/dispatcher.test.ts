@@ -374,3 +374,15 @@ test('context.ask sends a request and resolves with the client\'s answer', async
   t.same((await transport.response('call-2')).result.structuredContent, { action: 'decline', ok: false })
   t.same((await request('ping')).result, {})
 })
+
+test('x-mcp-header annotations are read when a tool is added, and bad ones refused', async t => {
+  const feature = new FeatureRegistry().feature('headers')
+  const add = (name: string, properties: Record<string, ReturnType<typeof Type.String> | ReturnType<typeof Type.Number> | ReturnType<typeof Type.Object>>) =>
+    feature.addTool({ name, title: name, description: name, annotations: {}, inputSchema: Type.Object(properties), async run () { return toolResult({}, '') } })
+  const registry = new FeatureRegistry()
+  registry.feature('headers').addTool({ name: 'nested', title: 'nested', description: 'nested', annotations: {}, inputSchema: Type.Object({ region: Type.String({ 'x-mcp-header': 'Region' }), options: Type.Object({ tenant: Type.String({ 'x-mcp-header': 'Tenant' }) }) }), async run () { return toolResult({}, '') } })
+  t.same(registry.tool('nested')?.headerParams, [{ path: ['region'], header: 'mcp-param-region' }, { path: ['options', 'tenant'], header: 'mcp-param-tenant' }], 'found through properties, nested objects included')
+  t.throws(() => add('number', { amount: Type.Number({ 'x-mcp-header': 'Amount' }) }), /no string, integer or boolean/, 'a number')
+  t.throws(() => add('token', { region: Type.String({ 'x-mcp-header': 'Re gion' }) }), /no header name/, 'a name that is no header token')
+  t.throws(() => add('twice', { a: Type.String({ 'x-mcp-header': 'Same' }), b: Type.String({ 'x-mcp-header': 'same' }) }), /used twice/, 'a name used twice, in any case')
+})
