@@ -8,7 +8,7 @@ import {
 } from '../src/errors.js'
 import { clientKey } from '../plugins/rate-limit.js'
 import { HANDLE_PREFIX } from '../src/mcp/features.js'
-import { checkEnvelope, checkParamHeaders, eraOf, isModernHeader } from '../src/mcp/modern.js'
+import { type Envelope, checkEnvelope, checkParamHeaders, eraOf, isModernHeader } from '../src/mcp/modern.js'
 import { MAX_URI_LENGTH } from '../src/mcp/dispatcher.js'
 import { MAX_LISTEN_SUBSCRIPTIONS, MAX_LISTEN_URI_BYTES } from '../src/transport/listeners.js'
 import { originMatcher } from '../src/origins.js'
@@ -146,9 +146,9 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
   const shared = { onRequest: [verifyOrigin, authenticate, touchSession], config: { rateLimit: {} } }
 
   /**
-   * A 2026-07-28 request: checked against its headers, authorized, answered on its own. The answer
-   * is one JSON body, or an SSE stream when the request's notifications (progress, log messages)
-   * come before it; notifications get 202.
+   * A 2026-07-28 request: checked against its headers, authorized, answered on its own (or, for
+   * subscriptions/listen, with a stream); notifications get 202. Every refusal carries the
+   * request's id.
    */
   async function serveModern (request: FastifyRequest, reply: FastifyReply) {
     const { messages } = readMessages(request.body)
@@ -157,12 +157,20 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
     checkParamHeaders(message, request.headers, features)
     try {
       authorization.authorize(request, [message])
+      if (!('id' in message)) return reply.code(202).send()
+      if (message.method === 'subscriptions/listen') return await listen(request, reply, message)
+      return await answerModern(request, reply, message, envelope)
     } catch (error) {
-      if (error instanceof McpHttpError) error.rpcId = message.id
+      if (error instanceof McpHttpError && error.rpcId === undefined) error.rpcId = message.id
       throw error
     }
-    if (!('id' in message)) return reply.code(202).send()
-    if (message.method === 'subscriptions/listen') return listen(request, reply, message)
+  }
+
+  /**
+   * Answers a 2026-07-28 request: one JSON body, or an SSE stream when the request's notifications
+   * (progress, log messages) come before the answer.
+   */
+  async function answerModern (request: FastifyRequest, reply: FastifyReply, message: JSONRPCRequest, envelope: Envelope) {
     let raw: NodeJS.WritableStream | undefined
     const send = (answer: JSONRPCMessage) => raw!.write(`event: message\ndata: ${JSON.stringify(answer)}\n\n`)
     // Made when a tool first asks for it: most calls never do.
@@ -202,9 +210,7 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
    * nothing else is offered), acknowledged first, each frame tagged with the request's id.
    */
   async function listen (request: FastifyRequest, reply: FastifyReply, message: JSONRPCRequest) {
-    // Refusals carry the request's id, as every 2026-07-28 error does.
-    const refused = (error: McpHttpError) => Object.assign(error, { rpcId: message.id })
-    if (cache.closing) throw refused(new ShuttingDownError())
+    if (cache.closing) throw new ShuttingDownError()
     const resources = listenFilter(message.params?.notifications)
     if (resources === undefined) {
       return { jsonrpc: '2.0', id: message.id, error: { code: -32602, message: `Invalid params: notifications must be an object; resourceSubscriptions, when given, at most ${MAX_LISTEN_SUBSCRIPTIONS} URIs of ${MAX_LISTEN_URI_BYTES} bytes together` } }
@@ -212,8 +218,8 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
     const unknown = await modern.unlistenable(resources, request.principal?.id)
     if (unknown !== undefined) return { jsonrpc: '2.0', id: message.id, error: { code: -32602, message: `Resource not found: ${unknown.slice(0, MAX_URI_LENGTH)}`, data: { uri: unknown } } }
     const opened = listeners.open(() => openSse(reply, undefined, true) as ServerResponse, message.id, resources, clientKey(request))
-    if (opened === 'node') throw refused(new TooManyStreamsError())
-    if (opened === 'client') throw refused(new RateLimitedError(5000))
+    if (opened === 'node') throw new TooManyStreamsError()
+    if (opened === 'client') throw new RateLimitedError(5000)
     return reply
   }
 
