@@ -2,7 +2,7 @@ import fp from 'fastify-plugin'
 import client from 'prom-client'
 import { MemorySessionStore } from '../src/stores/memory-session-store.js'
 import { RedisSessionStore } from '../src/stores/redis-session-store.js'
-import type { SessionStore, SessionStoreOptions } from '../src/stores/session-store.js'
+import type { ScopeCounts, SessionStore, SessionStoreOptions } from '../src/stores/session-store.js'
 import { LocalBus, type MessageBus } from '../src/transport/bus.js'
 import { RedisBus } from '../src/transport/redis-bus.js'
 import { counter } from './metrics.js'
@@ -26,7 +26,7 @@ export interface SessionStorePluginOptions {
  */
 export default fp<SessionStorePluginOptions>(async function sessionStore (fastify, opts) {
   const { config, metricsRegistry: registry } = fastify
-  const expired = counter(registry, 'mcp_sessions_expired_total', 'Sessions found expired (counted once, by the node that removed them)')
+  const expired = counter(registry, 'mcp_sessions_expired_total', 'Sessions and history handles found expired (counted once, by the node that removed them)')
   const storageErrors = counter(registry, 'mcp_storage_errors_total', 'Failed storage operations, by operation', ['operation'])
   const options: SessionStoreOptions = {
     ttlSeconds: config.SESSION_TTL_SECONDS,
@@ -51,13 +51,19 @@ export default fp<SessionStorePluginOptions>(async function sessionStore (fastif
     bus = new LocalBus()
     fastify.log.info('session storage: in-memory (one node; sessions end when the process stops)')
   }
-  // eslint-disable-next-line no-new
-  new client.Gauge({
-    name: 'mcp_active_sessions',
-    help: 'Live sessions and history handles in the session store (the whole cluster in Redis mode)',
-    registers: [registry],
-    async collect () { this.set(await store.count()) }
-  })
+  // One count of the store for both gauges, whichever a scrape collects first.
+  let counting: Promise<ScopeCounts> | undefined
+  const counts = () => {
+    counting ??= store.count().finally(() => { counting = undefined })
+    return counting
+  }
+  for (const [name, help, kind] of [
+    ['mcp_active_sessions', 'Live sessions in the session store (the whole cluster in Redis mode)', 'sessions'],
+    ['mcp_active_history_handles', 'Live history handles in the session store (the whole cluster in Redis mode)', 'handles']
+  ] as const) {
+    // eslint-disable-next-line no-new
+    new client.Gauge({ name, help, registers: [registry], async collect () { this.set((await counts())[kind]) } })
+  }
   fastify.decorate('sessionStore', store)
   fastify.decorate('messageBus', bus)
   fastify.addHook('onClose', async () => {

@@ -16,5 +16,5 @@ test('the README curl walkthrough works exactly as written', async t => {
   t.match(stdout, /^session: [0-9a-f-]{36}$/m)
   t.match(stdout, /"structuredContent":\{"calculationId":"1","operation":"multiply","expression":"6 × 7 = 42","result":42\}/)
   t.match(stdout, /^DELETE: 200$/m)
-  t.equal(await server.app.sessionStore.count(), 0, 'the session was ended')
+  t.same(await server.app.sessionStore.count(), { sessions: 0, handles: 0 }, 'the session was ended')
 })

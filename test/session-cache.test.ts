@@ -102,7 +102,7 @@ test('initialize writes the session to the store before it resolves', async t =>
   const invalid = await cache.initialize(initialize({ clientInfo: undefined }))
   t.equal(invalid.sessionId, undefined, 'invalid params make no session')
   t.match(invalid.response, { error: { code: -32602, message: /clientInfo/ } })
-  t.equal(await store.count(), before)
+  t.same(await store.count(), before)
   t.equal(counts.created, 2)
 })
 

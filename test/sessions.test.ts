@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { test } from 'tap'
 import { CallToolResultSchema } from '@modelcontextprotocol/sdk/types.js'
 import { MCP_HEADERS, connect, rawCall, rawSession, startServer } from './helpers/server.js'
-import { callTool } from './helpers/raw-client.js'
+import { callTool, modernPost } from './helpers/raw-client.js'
 import { MemorySessionStore } from '../src/stores/memory-session-store.js'
 
 type Structured = Record<string, any>
@@ -115,10 +115,11 @@ test('/health and /metrics report sessions', async t => {
   await client.callTool({ name: 'calculate', arguments: { a: 2, b: 2, op: 'add' } })
   await client.callTool({ name: 'calculate', arguments: { a: 2, b: 0, op: 'divide' } })
   const health = await (await fetch(new URL('/health', server.url))).json()
-  t.match(health, { status: 'ok', storageMode: 'memory', sessions: 1, cachedSessions: 1 })
+  t.match(health, { status: 'ok', storageMode: 'memory', sessions: 1, historyHandles: 0, cachedSessions: 1 })
   t.type(health.uptimeSeconds, 'number')
   const text = await (await fetch(new URL('/metrics', server.url))).text()
   t.match(text, /^mcp_active_sessions 1$/m)
+  t.match(text, /^mcp_active_history_handles 0$/m)
   t.match(text, /^mcp_sessions_created_total 1$/m)
   t.match(text, /^mcp_tool_calls_total\{tool="calculate",outcome="success"\} 1$/m)
   t.match(text, /^mcp_tool_calls_total\{tool="calculate",outcome="error"\} 1$/m)
@@ -128,6 +129,14 @@ test('/health and /metrics report sessions', async t => {
   t.match(text, /^http_request_duration_seconds_count\{method="POST",route="\/mcp",status_code="200"\} [3-9]$/m)
   t.match(text, /^http_request_duration_seconds_bucket\{le="0.005",method="POST",route="\/mcp",status_code="200"\} \d+$/m)
   t.notMatch(text, /route="\/metrics"/, '/metrics itself is not timed')
+
+  // A history handle lives in the store like a session, and is counted apart.
+  const created = await modernPost(server.mcpUrl, 'tools/call', { name: 'create_history', arguments: {} })
+  t.equal(created.status, 200)
+  t.match(await (await fetch(new URL('/health', server.url))).json(), { sessions: 1, historyHandles: 1 })
+  const after = await (await fetch(new URL('/metrics', server.url))).text()
+  t.match(after, /^mcp_active_sessions 1$/m)
+  t.match(after, /^mcp_active_history_handles 1$/m)
   t.match(text, /process_cpu_seconds_total/)
   const cors = await fetch(server.mcpUrl, { method: 'OPTIONS', headers: { origin: 'http://localhost:6274', 'access-control-request-method': 'POST', 'access-control-request-headers': 'mcp-session-id' } })
   t.equal(cors.status, 204)

@@ -3,7 +3,7 @@ import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 import type { CallToolResult, ClientCapabilities, GetPromptResult, ServerRequest, ToolAnnotations } from '@modelcontextprotocol/sdk/types.js'
 import { UriTemplate } from '@modelcontextprotocol/sdk/shared/uriTemplate.js'
 import { randomBytes } from 'node:crypto'
-import type { CounterUpdate, LogEntry, LogLevel, LogSpec, ScopeStore, SessionRecord, SessionStore } from '../stores/session-store.js'
+import { HANDLE_SCOPE, type CounterUpdate, type LogEntry, type LogLevel, type LogSpec, type ScopeStore, type SessionRecord, type SessionStore } from '../stores/session-store.js'
 
 /**
  * A feature's state in one scope (today, the session a request belongs to): its own logs and
@@ -99,8 +99,8 @@ export class ScopeHandles {
       id,
       createdAt: now,
       lastActivityAt: now,
-      protocolVersion: 'handle',
-      initializeParams: { protocolVersion: 'handle', capabilities: {}, clientInfo: { name: 'handle', version: '0' } },
+      protocolVersion: HANDLE_SCOPE,
+      initializeParams: { protocolVersion: HANDLE_SCOPE, capabilities: {}, clientInfo: { name: 'handle', version: '0' } },
       subscriptions: [],
       requestCount: 0,
       ...(principal !== undefined && { principal })

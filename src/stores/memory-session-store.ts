@@ -1,7 +1,7 @@
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js'
 import {
-  DEFAULT_EVENT_LIMIT, DEFAULT_EVENT_LOG_MAX_BYTES, DEFAULT_EVENT_MAX_BYTES, DEFAULT_RATE_WINDOW_MS, MAX_REMEMBERED_OPS, checkStateName, rateWindow, streamOfEventId,
-  type CounterUpdate, type LogEntry, type LogLevel, type LogSpec, type SessionRecord, type SessionStore,
+  DEFAULT_EVENT_LIMIT, DEFAULT_EVENT_LOG_MAX_BYTES, DEFAULT_EVENT_MAX_BYTES, DEFAULT_RATE_WINDOW_MS, MAX_REMEMBERED_OPS, checkStateName, isHandle, rateWindow, streamOfEventId,
+  type CounterUpdate, type LogEntry, type LogLevel, type LogSpec, type ScopeCounts, type SessionRecord, type SessionStore,
   type SessionStoreOptions, type StoredEvent, type StreamClaim, type Touched
 } from './session-store.js'
 
@@ -33,6 +33,8 @@ export class MemorySessionStore implements SessionStore {
   readonly mode = 'memory'
   readonly #slots = new Map<string, Slot>()
   readonly #hits = new Map<string, { start: number, hits: number }>()
+  /** How many of the slots are history handles. */
+  #handles = 0
   readonly #ttlMs: number
   readonly #eventLimit: number
   readonly #eventLogMaxBytes: number
@@ -53,6 +55,8 @@ export class MemorySessionStore implements SessionStore {
   }
 
   async create (record: SessionRecord): Promise<void> {
+    this.#remove(record.id)
+    if (isHandle(record)) this.#handles++
     this.#slots.set(record.id, {
       record: structuredClone(record),
       rateStart: record.createdAt,
@@ -83,7 +87,7 @@ export class MemorySessionStore implements SessionStore {
   }
 
   async delete (id: string, principal?: string): Promise<boolean> {
-    return this.#owned(id, principal) !== undefined && this.#slots.delete(id)
+    return this.#owned(id, principal) !== undefined && this.#remove(id)
   }
 
   async setLogLevel (id: string, level: LogLevel): Promise<void> {
@@ -222,8 +226,8 @@ export class MemorySessionStore implements SessionStore {
     return { hits: window.hits, resetMs: window.resetMs }
   }
 
-  async count (): Promise<number> {
-    return this.#slots.size
+  async count (): Promise<ScopeCounts> {
+    return { sessions: this.#slots.size - this.#handles, handles: this.#handles }
   }
 
   async ping (): Promise<void> {}
@@ -242,7 +246,7 @@ export class MemorySessionStore implements SessionStore {
     const slot = this.#slots.get(id)
     if (slot === undefined) return undefined
     if (Date.now() - slot.record.lastActivityAt >= this.#ttlMs) {
-      this.#slots.delete(id)
+      this.#remove(id)
       this.#options.observer?.sessionsExpired?.(1)
       return undefined
     }
@@ -255,12 +259,20 @@ export class MemorySessionStore implements SessionStore {
     return slot === undefined || (principal !== undefined && (slot.record.principal ?? '') !== principal) ? undefined : slot
   }
 
+  /** Drops a slot, keeping the count of handles; false when there was none. */
+  #remove (id: string): boolean {
+    const slot = this.#slots.get(id)
+    if (slot === undefined) return false
+    if (isHandle(slot.record)) this.#handles--
+    return this.#slots.delete(id)
+  }
+
   #sweep (): void {
     const now = Date.now()
     const oldest = now - this.#ttlMs
     let expired = 0
     for (const [id, slot] of this.#slots) {
-      if (slot.record.lastActivityAt <= oldest && this.#slots.delete(id)) expired++
+      if (slot.record.lastActivityAt <= oldest && this.#remove(id)) expired++
     }
     if (expired > 0) this.#options.observer?.sessionsExpired?.(expired)
     for (const [key, counted] of this.#hits) {

@@ -2,8 +2,8 @@ import type { Cluster, Redis } from 'ioredis'
 import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js'
 import { StorageUnavailableError } from '../errors.js'
 import {
-  DEFAULT_EVENT_LIMIT, DEFAULT_EVENT_LOG_MAX_BYTES, DEFAULT_EVENT_MAX_BYTES, DEFAULT_RATE_WINDOW_MS, MAX_REMEMBERED_OPS, checkStateName, streamOfEventId,
-  type CounterUpdate, type LogEntry, type LogLevel, type LogSpec, type SessionRecord, type SessionStore,
+  DEFAULT_EVENT_LIMIT, DEFAULT_EVENT_LOG_MAX_BYTES, DEFAULT_EVENT_MAX_BYTES, DEFAULT_RATE_WINDOW_MS, MAX_REMEMBERED_OPS, checkStateName, isHandle, streamOfEventId,
+  type CounterUpdate, type LogEntry, type LogLevel, type LogSpec, type ScopeCounts, type SessionRecord, type SessionStore,
   type SessionStoreOptions, type StoreObserver, type StoredEvent, type StreamClaim, type Touched
 } from './session-store.js'
 
@@ -20,6 +20,7 @@ import {
  *   mcp:hits:<key> string requests of a client address in the current rate-limit window
  *   mcp:sessions zset    session id -> last activity (ms, refreshed every MAX_REFRESH_LAG_MS at most),
  *                        for counting live sessions
+ *   mcp:handles  zset    the same for history handles
  * All keys of a scope expire together, SESSION_TTL_SECONDS after the last request or up to a
  * refresh lag (MAX_REFRESH_LAG_MS) later.
  */
@@ -28,6 +29,9 @@ const keys = (id: string) => {
   return [`${tag}:s`, `${tag}:e`, `${tag}:f`, `${tag}:c`] as const
 }
 const SESSIONS = 'mcp:sessions'
+const HANDLES = 'mcp:handles'
+/** The index that counts a scope: its kind's. */
+const indexOf = (record: Pick<SessionRecord, 'protocolVersion'>) => isHandle(record) ? HANDLES : SESSIONS
 /**
  * A session's expiry and its score in mcp:sessions are refreshed at most this often (or a tenth of
  * the TTL), not on every request: a warm request then writes one field set and nothing else.
@@ -374,7 +378,7 @@ export class RedisSessionStore implements SessionStore {
     ]
     await this.#run('create', async () => {
       await this.#redis.mcpCreate(...keys(record.id), this.#expireMs, ...fields)
-      await this.#redis.zadd(SESSIONS, record.lastActivityAt, record.id)
+      await this.#redis.zadd(indexOf(record), record.lastActivityAt, record.id)
     })
   }
 
@@ -383,9 +387,12 @@ export class RedisSessionStore implements SessionStore {
     const reply = await this.#run('touch', () => this.#redis.mcpTouch(...keys(id), now, this.#expireMs, known === undefined ? '1' : '0', this.#refreshEveryMs, this.#rateWindowMs, principal)) as [number, number, number, Array<string | null>] | null
     if (reply === null) return undefined
     const [reindex, hits, resetMs, fields] = reply
-    // The index only counts live sessions, so it may lag activity by refreshEveryMs; not awaited.
-    if (reindex === 1) this.#redis.zadd(SESSIONS, now, id).catch(() => {})
-    if (known === undefined) return { record: toRecord(fields as string[]), hits, resetMs }
+    const reindexed = (record: SessionRecord) => {
+      // The index only counts live sessions, so it may lag activity by refreshEveryMs; not awaited.
+      if (reindex === 1) this.#redis.zadd(indexOf(record), now, id).catch(() => {})
+      return { record, hits, resetMs }
+    }
+    if (known === undefined) return reindexed(toRecord(fields as string[]))
     const [requestCount, logLevel, subscriptions, streamNode] = fields
     const record: SessionRecord = {
       id,
@@ -400,7 +407,7 @@ export class RedisSessionStore implements SessionStore {
     }
     if (logLevel !== null) record.logLevel = logLevel as LogLevel
     if (streamNode !== null) record.streamNode = streamNode
-    return { record, hits, resetMs }
+    return reindexed(record)
   }
 
   async get (id: string): Promise<SessionRecord | undefined> {
@@ -412,7 +419,7 @@ export class RedisSessionStore implements SessionStore {
   async delete (id: string, principal = ''): Promise<boolean> {
     return this.#run('delete', async () => {
       const removed = await this.#redis.mcpDelete(...keys(id), principal) as number
-      if (removed > 0) await this.#redis.zrem(SESSIONS, id)
+      if (removed > 0) await Promise.all([this.#redis.zrem(SESSIONS, id), this.#redis.zrem(HANDLES, id)])
       return removed > 0
     })
   }
@@ -526,12 +533,16 @@ export class RedisSessionStore implements SessionStore {
     return reply === null ? undefined : { hits: reply[0], resetMs: reply[1] }
   }
 
-  async count (): Promise<number> {
+  async count (): Promise<ScopeCounts> {
     return this.#run('count', async () => {
-      // A score is the last refresh, and the keys expire expireMs after it: only sessions surely expired go.
-      const expired = await this.#redis.zremrangebyscore(SESSIONS, '-inf', Date.now() - this.#expireMs)
-      if (expired > 0) this.#observer?.sessionsExpired?.(expired)
-      return this.#redis.zcard(SESSIONS)
+      // A score is the last refresh, and the keys expire expireMs after it: only scopes surely expired go.
+      const live = async (index: string) => {
+        const expired = await this.#redis.zremrangebyscore(index, '-inf', Date.now() - this.#expireMs)
+        if (expired > 0) this.#observer?.sessionsExpired?.(expired)
+        return this.#redis.zcard(index)
+      }
+      const [sessions, handles] = await Promise.all([live(SESSIONS), live(HANDLES)])
+      return { sessions, handles }
     })
   }
 

@@ -41,6 +41,20 @@ export interface SessionRecord {
 
 export type StreamClaim = 'open' | 'resume' | 'renew' | 'release'
 
+/**
+ * The protocolVersion of a record that is a history handle (a scope a 2026-07-28 tool mints), not a
+ * session: the stores keep both alike and count them apart.
+ */
+export const HANDLE_SCOPE = 'handle'
+
+export const isHandle = (record: Pick<SessionRecord, 'protocolVersion'>) => record.protocolVersion === HANDLE_SCOPE
+
+/** Live scopes in a store, by kind. */
+export interface ScopeCounts {
+  sessions: number
+  handles: number
+}
+
 /** A touched session, with the requests it made in the current rate-limit window. */
 export interface Touched {
   record: SessionRecord
@@ -152,8 +166,8 @@ export interface SessionStore extends ScopeStore {
   hit (key: string, count?: number): Promise<{ hits: number, resetMs: number }>
   /** Counts `count` more requests in a session's rate-limit window (the rest of a batch); undefined when gone. */
   hitSession (id: string, count: number): Promise<{ hits: number, resetMs: number } | undefined>
-  /** Live sessions in the whole store. */
-  count (): Promise<number>
+  /** Live sessions and history handles in the whole store, each counted apart. */
+  count (): Promise<ScopeCounts>
   /** Resolves when the store answers; rejects with StorageUnavailableError otherwise. */
   ping (): Promise<void>
   close (): Promise<void>

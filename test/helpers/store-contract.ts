@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Test } from 'tap'
-import { MAX_REMEMBERED_OPS, type LogSpec, type SessionRecord, type SessionStore, type SessionStoreOptions } from '../../src/stores/session-store.js'
+import { HANDLE_SCOPE, MAX_REMEMBERED_OPS, type LogSpec, type SessionRecord, type SessionStore, type SessionStoreOptions } from '../../src/stores/session-store.js'
 
 let counter = 0
 export function newRecord (overrides: Partial<SessionRecord> = {}): SessionRecord {
@@ -222,14 +222,33 @@ export function storeContract (t: Test, make: (options: SessionStoreOptions) => 
     t.same((await store.entries(record.id, LOG)).entries, [])
   })
 
-  t.test('count sees live sessions', async t => {
+  t.test('count sees live sessions and history handles, each apart', async t => {
     const store = await make({ ttlSeconds: 60 })
     t.teardown(() => store.close())
     const before = await store.count()
-    const records = [newRecord(), newRecord(), newRecord()]
-    for (const r of records) await store.create(r)
-    t.equal(await store.count(), before + 3)
-    await store.delete(records[0]!.id)
-    t.equal(await store.count(), before + 2)
+    const sessions = [newRecord(), newRecord(), newRecord()]
+    const handles = [newRecord({ protocolVersion: HANDLE_SCOPE }), newRecord({ protocolVersion: HANDLE_SCOPE })]
+    for (const r of [...sessions, ...handles]) await store.create(r)
+    t.same(await store.count(), { sessions: before.sessions + 3, handles: before.handles + 2 })
+    await store.delete(sessions[0]!.id)
+    await store.delete(handles[0]!.id)
+    t.notOk(await store.delete(handles[0]!.id), 'a second delete finds nothing')
+    t.same(await store.count(), { sessions: before.sessions + 2, handles: before.handles + 1 })
+    await store.touch(handles[1]!.id)
+    await store.touch(sessions[1]!.id, sessions[1])
+    t.same(await store.count(), { sessions: before.sessions + 2, handles: before.handles + 1 }, 'a touch keeps each in its own count')
+  })
+
+  t.test('expired sessions and history handles leave the counts', async t => {
+    const store = await make({ ttlSeconds: 1 })
+    t.teardown(() => store.close())
+    // A shared store counts what the earlier tests left as expired too, once it is older than this TTL.
+    await sleep(1200)
+    const before = await store.count()
+    await store.create(newRecord())
+    await store.create(newRecord({ protocolVersion: HANDLE_SCOPE }))
+    t.same(await store.count(), { sessions: before.sessions + 1, handles: before.handles + 1 })
+    await sleep(2200)
+    t.same(await store.count(), before)
   })
 }
