@@ -387,27 +387,27 @@ export class RedisSessionStore implements SessionStore {
     const reply = await this.#run('touch', () => this.#redis.mcpTouch(...keys(id), now, this.#expireMs, known === undefined ? '1' : '0', this.#refreshEveryMs, this.#rateWindowMs, principal)) as [number, number, number, Array<string | null>] | null
     if (reply === null) return undefined
     const [reindex, hits, resetMs, fields] = reply
-    const reindexed = (record: SessionRecord) => {
-      // The index only counts live sessions, so it may lag activity by refreshEveryMs; not awaited.
-      if (reindex === 1) this.#redis.zadd(indexOf(record), now, id).catch(() => {})
-      return { record, hits, resetMs }
+    let record: SessionRecord
+    if (known === undefined) record = toRecord(fields as string[])
+    else {
+      const [requestCount, logLevel, subscriptions, streamNode] = fields
+      record = {
+        id,
+        createdAt: known.createdAt,
+        lastActivityAt: now,
+        protocolVersion: known.protocolVersion,
+        initializeParams: known.initializeParams,
+        ...(known.principal !== undefined && { principal: known.principal }),
+        ...(known.creator !== undefined && { creator: known.creator }),
+        subscriptions: JSON.parse(subscriptions ?? '[]'),
+        requestCount: Number(requestCount)
+      }
+      if (logLevel !== null) record.logLevel = logLevel as LogLevel
+      if (streamNode !== null) record.streamNode = streamNode
     }
-    if (known === undefined) return reindexed(toRecord(fields as string[]))
-    const [requestCount, logLevel, subscriptions, streamNode] = fields
-    const record: SessionRecord = {
-      id,
-      createdAt: known.createdAt,
-      lastActivityAt: now,
-      protocolVersion: known.protocolVersion,
-      initializeParams: known.initializeParams,
-      ...(known.principal !== undefined && { principal: known.principal }),
-      ...(known.creator !== undefined && { creator: known.creator }),
-      subscriptions: JSON.parse(subscriptions ?? '[]'),
-      requestCount: Number(requestCount)
-    }
-    if (logLevel !== null) record.logLevel = logLevel as LogLevel
-    if (streamNode !== null) record.streamNode = streamNode
-    return reindexed(record)
+    // The index only counts live scopes, so it may lag activity by refreshEveryMs; not awaited.
+    if (reindex === 1) this.#redis.zadd(indexOf(record), now, id).catch(() => {})
+    return { record, hits, resetMs }
   }
 
   async get (id: string): Promise<SessionRecord | undefined> {
