@@ -10,6 +10,7 @@ import { IdSequence } from '../src/mcp/protocol.js'
 import { SessionCache } from '../src/transport/session-cache.js'
 import { StreamBudget } from '../src/transport/session-transport.js'
 import { VERSION } from '../src/version.js'
+import { Histogram } from '../src/metrics.js'
 import { counter } from './metrics.js'
 
 declare module 'fastify' {
@@ -38,7 +39,7 @@ export default fp(async function mcpSessions (fastify) {
   const { config, sessionStore: store, messageBus: bus, metricsRegistry: registry } = fastify
   const registers = [registry]
   const toolCalls = counter(registry, 'mcp_tool_calls_total', 'Tool calls by tool and outcome', ['tool', 'outcome'])
-  const toolDuration = new client.Histogram({ name: 'mcp_tool_call_duration_seconds', help: 'Tool call duration', labelNames: ['tool'] as const, buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5], registers })
+  const toolDuration = new Histogram(registry, 'mcp_tool_call_duration_seconds', 'Tool call duration', ['tool'], [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5])
   const created = counter(registry, 'mcp_sessions_created_total', 'Sessions initialized on this node')
   const rebuilt = counter(registry, 'mcp_sessions_rebuilt_total', 'Sessions rebuilt on this node from the store')
   const deleted = counter(registry, 'mcp_sessions_deleted_total', 'Sessions ended by DELETE on this node')

@@ -2,6 +2,7 @@ import fp from 'fastify-plugin'
 import fastifyMetricsModule from 'fastify-metrics'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import client from 'prom-client'
+import { Counter, Histogram } from '../src/metrics.js'
 
 // fastify-metrics is CommonJS: under ESM its plugin arrives as the default export's default.
 const fastifyMetrics = fastifyMetricsModule.default
@@ -35,12 +36,7 @@ export default fp(async function metrics (fastify) {
   // The same histogram as fastify-metrics' route metrics, which added a hook to every request, a
   // timer and a lookup of the route: one hook per route, when the response is done, that knows its
   // route and reads the time Fastify already measured. It saves about 7 µs of CPU per request.
-  const durations = new client.Histogram({
-    name: 'http_request_duration_seconds',
-    help: 'request duration in seconds',
-    labelNames: ['method', 'route', 'status_code'],
-    registers: [registry]
-  })
+  const durations = new Histogram(registry, 'http_request_duration_seconds', 'request duration in seconds', ['method', 'route', 'status_code'])
   fastify.addHook('onRoute', route => {
     if (route.url === '/metrics') return
     const observe = (request: FastifyRequest, reply: FastifyReply, done: () => void) => {
@@ -51,7 +47,7 @@ export default fp(async function metrics (fastify) {
   })
 }, { name: 'metrics' })
 
-/** A counter in `registry`. */
-export function counter<L extends string = never> (registry: client.Registry, name: string, help: string, labelNames: readonly L[] = []): client.Counter<L> {
-  return new client.Counter<L>({ name, help, labelNames, registers: [registry] })
+/** A counter in `registry` (see src/metrics.ts). */
+export function counter<L extends string = never> (registry: client.Registry, name: string, help: string, labelNames: readonly L[] = []): Counter<L> {
+  return new Counter<L>(registry, name, help, labelNames)
 }
