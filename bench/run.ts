@@ -18,16 +18,21 @@ import { type Load, type LoadSpec, load } from './load.js'
  * the same run as a peer. Results go to bench/results/ as JSON, a Markdown table and an SVG chart.
  */
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 10)
-const DURATION = Number(process.env.BENCH_DURATION ?? 4)
+const DURATION = Number(process.env.BENCH_DURATION ?? 2)
 /**
  * Seconds of the same load before a scenario is measured, so that every server, ours and the
  * others, is measured with its code compiled: a new process answers a third less in its first
  * seconds and is still speeding up after ten.
  */
 const WARM = Number(process.env.BENCH_WARM ?? 6)
-/** Each throughput figure alternates the echo and the server this many times: the machine's speed drifts. */
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
+/**
+ * Each throughput figure runs the server this many times, each run between two of the echo: the
+ * machine's speed drifts, by half within seconds on a busy day, so short runs side by side.
+ */
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7)
 const QUICK = process.env.BENCH_QUICK === 'true'
+/** Seconds of each p99 measurement of the scaling row. */
+const SCALE_DURATION = 4
 const PLATFORMATIC = process.env.BENCH_PLATFORMATIC
 const HEADERS = { 'content-type': 'application/json', accept: 'application/json, text/event-stream' }
 const SERVER_ENV = { LOG_LEVEL: 'warn', RATE_LIMIT_MAX: '100000000', INITIALIZE_RATE_LIMIT_MAX: '100000000', MAX_EVENT_LOOP_DELAY_MS: '1000', TEST_LOG_LEVEL: 'warn' }
@@ -72,20 +77,24 @@ function combine (loads: Load[]): Load {
   }
 }
 
-/** The echo, then `run`, ROUNDS times over; both combined. */
-async function alternate (run: () => Promise<Load>): Promise<{ base: Load, load: Load }> {
-  const bases: Load[] = []
+/**
+ * The echo, then `run` and the echo again, ROUNDS times over; both combined, and the ratio: the
+ * median over the runs of each run against the mean of the echo runs on either side of it.
+ */
+async function alternate (run: () => Promise<Load>): Promise<{ base: Load, load: Load, ratio: number }> {
+  const bases: Load[] = [await baseline()]
   const loads: Load[] = []
   for (let i = 0; i < ROUNDS; i++) {
-    bases.push(await baseline())
     loads.push(await run())
+    bases.push(await baseline())
   }
-  return { base: combine(bases), load: combine(loads) }
+  const ratios = loads.map((load, i) => load.requests / mean([bases[i]!.requests, bases[i + 1]!.requests]))
+  return { base: combine(bases), load: combine(loads), ratio: median(ratios) }
 }
 
 const percent = (share: number) => `${Math.round(share * 100)}%`
 
-const SETTINGS = `${CONNECTIONS} connections, ${ROUNDS} x ${DURATION} s alternating with the echo`
+const SETTINGS = `${CONNECTIONS} connections, ${ROUNDS} x ${DURATION} s, each between two echo runs`
 
 /**
  * A throughput scenario: WARM seconds of its load, `afterWarm`, then the echo and the server in
@@ -94,8 +103,7 @@ const SETTINGS = `${CONNECTIONS} connections, ${ROUNDS} x ${DURATION} s alternat
 async function throughput (scenario: string, spec: Parameters<typeof cannon>[0], target: string, minimum?: number, afterWarm?: () => Promise<void>): Promise<Row> {
   await cannon({ ...spec, duration: WARM })
   await afterWarm?.()
-  const { base, load } = await alternate(() => cannon(spec))
-  const ratio = load.requests / base.requests
+  const { base, load, ratio } = await alternate(() => cannon(spec))
   const row: Row = { scenario, settings: SETTINGS, load, baseline: base, ratio, target, ...(minimum !== undefined && { met: ratio >= minimum && load.non2xx === 0 && load.errors === 0 }) }
   rows.push(row)
   log(`${scenario}: ${load.requests.toFixed(0)} req/s vs echo ${base.requests.toFixed(0)} = ${ratio.toFixed(3)} (p99 ${load.p99} ms, non-2xx ${load.non2xx}, errors ${load.errors}; load generator CPU ${percent(load.generatorCpu)} / echo's ${percent(base.generatorCpu)})`)
@@ -297,9 +305,9 @@ async function main () {
         }
         if (mode === 'memory') {
           await cannon({ url: target.mcpUrl.href, headers: HEADERS, handshake: true, duration: WARM })
-          const { base, load } = await alternate(() => handshakes(target.mcpUrl))
+          const { base, load, ratio } = await alternate(() => handshakes(target.mcpUrl))
           const perSecond = load.requests / 2
-          rows.push({ scenario: 'initialize + initialized, memory', settings: SETTINGS, load, baseline: base, ratio: load.requests / base.requests, figure: `${perSecond.toFixed(0)} sessions/s`, target: '>= 2,000 sessions/s', met: perSecond >= 2000 && load.non2xx === 0 })
+          rows.push({ scenario: 'initialize + initialized, memory', settings: SETTINGS, load, baseline: base, ratio, figure: `${perSecond.toFixed(0)} sessions/s`, target: '>= 2,000 sessions/s', met: perSecond >= 2000 && load.non2xx === 0 })
           log(`handshakes: ${perSecond.toFixed(0)} sessions/s`)
         }
       })
@@ -344,7 +352,7 @@ async function main () {
       const p99s: Array<[string, number]> = []
       const measure = async (label: string) => {
         await cannon({ ...warmCall(node.mcpUrl, sessionId), duration: 2 })
-        const load = await cannon(warmCall(node.mcpUrl, sessionId))
+        const load = await cannon({ ...warmCall(node.mcpUrl, sessionId), duration: SCALE_DURATION })
         p99s.push([label, load.p99])
         log(`scale: ${label} live sessions, ${load.requests.toFixed(0)} req/s, p99 ${load.p99} ms`)
       }
@@ -358,7 +366,7 @@ async function main () {
       await seedSessions(client, 99)
       await measure('100 again')
       const ratio = p99s.at(-2)![1] / ((p99s[0]![1] + p99s.at(-1)![1]) / 2)
-      rows.push({ scenario: 'tools/call p99 vs live sessions, Redis', settings: `${CONNECTIONS} connections, ${DURATION} s each`, figure: p99s.map(([n, p]) => `${n}: ${p} ms`).join(', '), ratio, target: `p99 at ${p99s.at(-2)![0]} <= 1.2 x mean p99 at 100 (before and after)`, met: ratio <= 1.2 })
+      rows.push({ scenario: 'tools/call p99 vs live sessions, Redis', settings: `${CONNECTIONS} connections, ${SCALE_DURATION} s each`, figure: p99s.map(([n, p]) => `${n}: ${p} ms`).join(', '), ratio, target: `p99 at ${p99s.at(-2)![0]} <= 1.2 x mean p99 at 100 (before and after)`, met: ratio <= 1.2 })
       await node.kill()
     }
 
@@ -419,7 +427,7 @@ async function report (started: Date) {
   const meta = { date: started.toISOString(), node: process.version, connections: CONNECTIONS, durationSeconds: DURATION, rounds: ROUNDS, pipelining: 1, cpus: (await import('node:os')).cpus().length }
   await writeFile(join(dir, 'results.json'), JSON.stringify({ ...meta, rows }, null, 2) + '\n')
   const lines = [
-    `Measured ${meta.date.slice(0, 10)} on Node ${meta.node}, ${meta.cpus} cores; autocannon in a process of its own with ${CONNECTIONS} connections, pipelining 1, request buffers built once per connection. Each throughput scenario runs ${WARM} s unmeasured (the servers' code compiled), then ${ROUNDS} times ${DURATION} s, each run right after ${DURATION} s of the baseline, a bare Fastify JSON echo in a process of its own; req/s are means over the runs, latencies medians. Servers run with LOG_LEVEL=warn (no per-request log line) and their other defaults. Load generator CPU is the share of one core autocannon used: well under 100%, the server or the echo set the pace. ${PEER} rows measure that plugin, from a checkout built outside this repository, with one equivalent \`calculate\` tool and sessions on (\`enableSSE\`), in the same run as ours.`,
+    `Measured ${meta.date.slice(0, 10)} on Node ${meta.node}, ${meta.cpus} cores; autocannon in a process of its own with ${CONNECTIONS} connections, pipelining 1, request buffers built once per connection. Each throughput scenario runs ${WARM} s unmeasured (the servers' code compiled), then ${ROUNDS} times ${DURATION} s, each run between two runs of ${DURATION} s of the baseline, a bare Fastify JSON echo in a process of its own; req/s are means over the runs, the ratio the median over the runs of each against the mean of the echo runs on either side of it, latencies medians. Servers run with LOG_LEVEL=warn (no per-request log line) and their other defaults. Load generator CPU is the share of one core autocannon used: well under 100%, the server or the echo set the pace. ${PEER} rows measure that plugin, from a checkout built outside this repository, with one equivalent \`calculate\` tool and sessions on (\`enableSSE\`), in the same run as ours.`,
     '',
     '| scenario | req/s | echo req/s | ratio | p50 ms | p97.5 ms | p99 ms | load generator CPU (server / echo) | figure | target | met |',
     '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
