@@ -122,17 +122,19 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
   async function record (context: FeatureContext, calculations: Calculation[], handle?: string): Promise<Array<HistoryEntry | Calculation>> {
     const add: Record<string, number> = {}
     for (const { operation } of calculations) add[operation] = (add[operation] ?? 0) + 1
-    const { state, uri } = await historyOf(context, handle)
+    const state = handle === undefined ? context.state : await context.open(handle)
     const appended = await state.append(HISTORY, calculations, { set: OPERATIONS, add })
-    const stored = appended.length === 0 ? calculations : appended.map(asHistoryEntry)
     for (const operation in add) options.onCalculated?.(operation, add[operation]!)
-    await Promise.all([
-      context.resourceUpdated(uri),
-      calculations.length === 1
-        ? context.log('info', { event: 'calculation', operation: calculations[0]!.operation, expression: calculations[0]!.expression, result: calculations[0]!.result })
-        : context.log('info', { event: 'batch', recorded: calculations.length })
-    ])
-    return stored
+    const logged = calculations.length === 1
+      ? context.log('info', { event: 'calculation', operation: calculations[0]!.operation, expression: calculations[0]!.expression, result: calculations[0]!.result })
+      : context.log('info', { event: 'batch', recorded: calculations.length })
+    // A history that kept nothing did not change: no subscriber is told.
+    if (appended.length === 0) {
+      await logged
+      return calculations
+    }
+    await Promise.all([context.resourceUpdated(handle === undefined ? HISTORY_URI : `${HANDLE_HISTORY_URI}${handle}`), logged])
+    return appended.map(asHistoryEntry)
   }
 
   const history = async (context: FeatureContext, last?: number, handle?: string) => {

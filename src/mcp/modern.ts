@@ -340,6 +340,7 @@ class ModernCall implements ToolContext {
  */
 export class ModernServer {
   readonly #options: ModernOptions
+  #sharedMeta?: Readonly<Record<string, unknown>>
 
   constructor (options: ModernOptions) {
     this.#options = options
@@ -401,6 +402,9 @@ export class ModernServer {
 
   #meta () { return { [META.serverInfo]: this.#options.serverInfo } }
 
+  /** The `_meta` of a result that has none of its own, made once: answers are only serialized. */
+  get #serverMeta () { return (this.#sharedMeta ??= Object.freeze(this.#meta())) }
+
   #complete (id: RequestId, method: string, result: Record<string, unknown>): JSONRPCMessage {
     // Copied key by key: spreads of a result and of absent hints took V8's slow path, at a cost
     // larger than the calculation's. A handler's result may be shared, so it is never changed.
@@ -413,10 +417,13 @@ export class ModernServer {
       marked.cacheScope = hints.cacheScope
     }
     const given = result._meta as Record<string, unknown> | undefined
-    const meta: Record<string, unknown> = {}
-    for (const key in given) meta[key] = given[key]
-    meta[META.serverInfo] = this.#options.serverInfo
-    marked._meta = meta
+    if (given === undefined) marked._meta = this.#serverMeta
+    else {
+      const meta: Record<string, unknown> = {}
+      for (const key in given) meta[key] = given[key]
+      meta[META.serverInfo] = this.#options.serverInfo
+      marked._meta = meta
+    }
     return { jsonrpc: '2.0', id, result: marked }
   }
 }
