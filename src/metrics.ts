@@ -88,7 +88,7 @@ export class Counter<L extends string = never> extends Series<L, { value: number
 }
 
 /** Prometheus client libraries' default buckets, in seconds. */
-export const DEFAULT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] as const
+const DEFAULT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] as const
 
 interface Observed { buckets: number[], sum: number, count: number }
 
