@@ -42,7 +42,7 @@ test('the exposition is prom-client\'s, for counters with and without labels and
     counter.inc(4)
   }
   for (const histogram of histograms) {
-    // On a bound, between bounds, past the last one; a number label and the same label as a string apart.
+    // On a bound, between bounds, past the last one; the status code a number, as Fastify gives it.
     for (const value of [0.001, 0.0005, 0.05, 0.5, 2]) histogram.observe({ route: '/mcp', status_code: 200 }, value)
     histogram.observe({ route: '/mcp', status_code: 404 }, 0.002)
     histogram.observe({ route: '/health', status_code: 200 }, 0.02)
