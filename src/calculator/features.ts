@@ -84,6 +84,14 @@ async function confirm (context: ToolContext, message: string): Promise<boolean 
   return answer.action === 'accept' && answer.content?.confirm === true
 }
 
+/** The log message of calculations just recorded. */
+function logRecorded (context: FeatureContext, calculations: readonly Calculation[]): Promise<void> {
+  const [first] = calculations
+  return calculations.length === 1
+    ? context.log('info', { event: 'calculation', operation: first!.operation, expression: first!.expression, result: first!.result })
+    : context.log('info', { event: 'batch', recorded: calculations.length })
+}
+
 export interface CalculatorOptions {
   /** Calculations kept per session. */
   historyLimit: number
@@ -125,15 +133,13 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
     const state = handle === undefined ? context.state : await context.open(handle)
     const appended = await state.append(HISTORY, calculations, { set: OPERATIONS, add })
     for (const operation in add) options.onCalculated?.(operation, add[operation]!)
-    const logged = calculations.length === 1
-      ? context.log('info', { event: 'calculation', operation: calculations[0]!.operation, expression: calculations[0]!.expression, result: calculations[0]!.result })
-      : context.log('info', { event: 'batch', recorded: calculations.length })
-    // A history that kept nothing did not change: no subscriber is told.
+    // A history that kept nothing did not change: no subscriber is told. Otherwise the update
+    // goes out before the log message.
     if (appended.length === 0) {
-      await logged
+      await logRecorded(context, calculations)
       return calculations
     }
-    await Promise.all([context.resourceUpdated(handle === undefined ? HISTORY_URI : `${HANDLE_HISTORY_URI}${handle}`), logged])
+    await Promise.all([context.resourceUpdated(handle === undefined ? HISTORY_URI : `${HANDLE_HISTORY_URI}${handle}`), logRecorded(context, calculations)])
     return appended.map(asHistoryEntry)
   }
 
