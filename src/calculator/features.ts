@@ -84,6 +84,9 @@ async function confirm (context: ToolContext, message: string): Promise<boolean 
   return answer.action === 'accept' && answer.content?.confirm === true
 }
 
+/** The resource URI of a history: the handle's when there is one, else the session's. */
+const historyUri = (handle: string | undefined) => handle === undefined ? HISTORY_URI : `${HANDLE_HISTORY_URI}${handle}`
+
 /** The log message of calculations just recorded. */
 function logRecorded (context: FeatureContext, calculations: readonly Calculation[]): Promise<void> {
   const [first] = calculations
@@ -118,7 +121,7 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
    * @throws {ToolInputError} for a handle that is unknown, expired or another's.
    */
   async function historyOf (context: FeatureContext, handle: string | undefined): Promise<{ state: ScopeState, uri: string }> {
-    return handle === undefined ? { state: context.state, uri: HISTORY_URI } : { state: await context.open(handle), uri: `${HANDLE_HISTORY_URI}${handle}` }
+    return { state: handle === undefined ? context.state : await context.open(handle), uri: historyUri(handle) }
   }
 
   /**
@@ -139,7 +142,7 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
       await logRecorded(context, calculations)
       return calculations
     }
-    await Promise.all([context.resourceUpdated(handle === undefined ? HISTORY_URI : `${HANDLE_HISTORY_URI}${handle}`), logRecorded(context, calculations)])
+    await Promise.all([context.resourceUpdated(historyUri(handle)), logRecorded(context, calculations)])
     return appended.map(asHistoryEntry)
   }
 

@@ -340,10 +340,12 @@ class ModernCall implements ToolContext {
  */
 export class ModernServer {
   readonly #options: ModernOptions
-  #sharedMeta?: Readonly<Record<string, unknown>>
+  /** The `_meta` naming this server, made once and shared: answers are only serialized. */
+  readonly #serverMeta: Readonly<Record<string, unknown>>
 
   constructor (options: ModernOptions) {
     this.#options = options
+    this.#serverMeta = Object.freeze({ [META.serverInfo]: options.serverInfo })
   }
 
   /** `server/discover`: what this server speaks and offers, without a session. */
@@ -378,7 +380,7 @@ export class ModernServer {
     } catch (error) {
       if (error instanceof InputRequired) {
         const requestState = await this.#options.requestState.mint(binding(), { state: error.state, answers: request.answers, asked: Object.entries(error.inputRequests).map(([key, request]) => questionOf(key, request)) })
-        return { jsonrpc: '2.0', id, result: { resultType: 'input_required', inputRequests: error.inputRequests, requestState, _meta: this.#meta() } }
+        return { jsonrpc: '2.0', id, result: { resultType: 'input_required', inputRequests: error.inputRequests, requestState, _meta: this.#serverMeta } }
       }
       if (error instanceof RpcError) return { jsonrpc: '2.0', id, error: { code: error.code, message: error.message, ...(error.data !== undefined && { data: error.data }) } }
       if (error instanceof McpHttpError && error.rpcId === undefined) error.rpcId = id
@@ -399,11 +401,6 @@ export class ModernServer {
     }
     return undefined
   }
-
-  #meta () { return { [META.serverInfo]: this.#options.serverInfo } }
-
-  /** The `_meta` of a result that has none of its own, made once: answers are only serialized. */
-  get #serverMeta () { return (this.#sharedMeta ??= Object.freeze(this.#meta())) }
 
   #complete (id: RequestId, method: string, result: Record<string, unknown>): JSONRPCMessage {
     // Copied key by key: spreads of a result and of absent hints took V8's slow path, at a cost
