@@ -48,6 +48,8 @@ const HistoryEntrySchema = Type.Object({
 export type HistoryEntry = Static<typeof HistoryEntrySchema>
 /** What the history log stores per calculation. */
 type Calculation = Omit<HistoryEntry, 'id' | 'timestamp'>
+/** A calculation just recorded: its number, no timestamp (no result shows it). */
+type Recorded = Calculation & { id: string }
 
 const CONFIRM_SCHEMA = {
   type: 'object' as const,
@@ -65,14 +67,17 @@ const asHistoryEntry = (entry: LogEntry<Calculation>): HistoryEntry => {
   return { id: String(entry.seq), operation: data.operation, expression: data.expression, inputs: data.inputs, result: data.result, timestamp: new Date(entry.at).toISOString() }
 }
 
+const asRecorded = ({ seq, data }: LogEntry<Calculation>): Recorded =>
+  ({ id: String(seq), operation: data.operation, expression: data.expression, inputs: data.inputs, result: data.result })
+
 // Object literals of one shape each: a conditional spread here took V8's slow path on every call.
-function asOutput (entry: HistoryEntry | Calculation): Static<typeof CalculationOutput> {
+function asOutput (entry: Recorded | Calculation): Static<typeof CalculationOutput> {
   return 'id' in entry
     ? { calculationId: entry.id, operation: entry.operation, expression: entry.expression, result: entry.result }
     : { operation: entry.operation, expression: entry.expression, result: entry.result }
 }
 
-const describe = (entry: HistoryEntry | Calculation) => 'id' in entry ? `${entry.expression} (calculation ${entry.id})` : entry.expression
+const describe = (entry: Recorded | Calculation) => 'id' in entry ? `${entry.expression} (calculation ${entry.id})` : entry.expression
 
 /**
  * Asks the person behind the client to confirm (elicitation). Resolves true or false with their
@@ -130,7 +135,7 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
    * stores nothing and returns them unnumbered.
    * @throws {StorageUnavailableError} when the store cannot be written; nothing was stored then.
    */
-  async function record (context: FeatureContext, calculations: Calculation[], handle?: string): Promise<Array<HistoryEntry | Calculation>> {
+  async function record (context: FeatureContext, calculations: Calculation[], handle?: string): Promise<Array<Recorded | Calculation>> {
     const add: Record<string, number> = {}
     for (const { operation } of calculations) add[operation] = (add[operation] ?? 0) + 1
     const state = handle === undefined ? context.state : await context.open(handle)
@@ -143,7 +148,7 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
       return calculations
     }
     await Promise.all([context.resourceUpdated(historyUri(handle)), logRecorded(context, calculations)])
-    return appended.map(asHistoryEntry)
+    return appended.map(asRecorded)
   }
 
   const history = async (context: FeatureContext, last?: number, handle?: string) => {
