@@ -315,6 +315,11 @@ async function main () {
       const floor = await startScript('floor-server.js', { ...SERVER_ENV, ...(mode === 'redis' && { USE_REDIS: 'true', REDIS_URL: redis.url }) })
       try {
         await throughput(`app floor, ${mode}: JSON echo route behind the app's hooks`, { url: `${floor.url}/echo`, headers: { 'content-type': 'application/json' }, message: CALCULATE }, 'none (the most a call of this mode can reach)')
+        if (mode === 'redis') {
+          const stored = { url: `${floor.url}/echo-stored`, headers: { 'content-type': 'application/json' }, message: CALCULATE }
+          const row = await throughput('app floor, redis, two store round trips: the same route, touching a session and appending to its log', stored, 'none (the most a warm call that keeps state can reach)')
+          await recordRedis(row, client, { mcpUrl: new URL(stored.url), stop: async () => {} }, undefined, CALCULATE, { 'content-type': 'application/json' })
+        }
       } finally {
         await stop(floor.process)
       }
