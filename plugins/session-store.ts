@@ -26,7 +26,8 @@ export interface SessionStorePluginOptions {
  */
 export default fp<SessionStorePluginOptions>(async function sessionStore (fastify, opts) {
   const { config, metricsRegistry: registry } = fastify
-  const expired = counter(registry, 'mcp_sessions_expired_total', 'Sessions and history handles found expired (counted once, by the node that removed them)')
+  const sessionsExpired = counter(registry, 'mcp_sessions_expired_total', 'Sessions found expired (each counted once, by the node that removed it)')
+  const handlesExpired = counter(registry, 'mcp_history_handles_expired_total', 'History handles found expired (each counted once, by the node that removed it)')
   const storageErrors = counter(registry, 'mcp_storage_errors_total', 'Failed storage operations, by operation', ['operation'])
   const options: SessionStoreOptions = {
     ttlSeconds: config.SESSION_TTL_SECONDS,
@@ -35,7 +36,10 @@ export default fp<SessionStorePluginOptions>(async function sessionStore (fastif
     eventMaxBytes: config.EVENT_MAX_BYTES,
     rateWindowMs: config.RATE_LIMIT_WINDOW_MS,
     observer: {
-      sessionsExpired: count => expired.inc(count),
+      scopesExpired: ({ sessions, handles }) => {
+        if (sessions > 0) sessionsExpired.inc(sessions)
+        if (handles > 0) handlesExpired.inc(handles)
+      },
       storageError: operation => storageErrors.inc({ operation })
     }
   }

@@ -312,7 +312,7 @@ test('/metrics passes promtool check metrics', async t => {
   await client.callTool({ name: 'calculate', arguments: { a: 1, b: 0, op: 'divide' } })
   const text = await (await fetch(new URL('/metrics', server.url))).text()
   for (const name of ['mcp_active_sessions', 'mcp_active_history_handles', 'mcp_cached_sessions', 'mcp_sessions_created_total', 'mcp_sessions_rebuilt_total',
-    'mcp_sessions_expired_total', 'mcp_sessions_deleted_total', 'mcp_tool_calls_total', 'mcp_tool_call_duration_seconds',
+    'mcp_sessions_expired_total', 'mcp_history_handles_expired_total', 'mcp_sessions_deleted_total', 'mcp_tool_calls_total', 'mcp_tool_call_duration_seconds',
     'mcp_sse_streams_open', 'mcp_sse_events_stored_total', 'mcp_sse_events_replayed_total', 'mcp_bus_messages_total',
     'mcp_rate_limited_requests_total', 'mcp_storage_errors_total', 'http_request_duration_seconds', 'process_cpu_seconds_total']) {
     t.match(text, new RegExp(`^# TYPE ${name} `, 'm'), name)

@@ -247,7 +247,7 @@ export class MemorySessionStore implements SessionStore {
     if (slot === undefined) return undefined
     if (Date.now() - slot.record.lastActivityAt >= this.#ttlMs) {
       this.#remove(id)
-      this.#options.observer?.sessionsExpired?.(1)
+      this.#options.observer?.scopesExpired?.(isHandle(slot.record) ? { sessions: 0, handles: 1 } : { sessions: 1, handles: 0 })
       return undefined
     }
     return slot
@@ -270,11 +270,11 @@ export class MemorySessionStore implements SessionStore {
   #sweep (): void {
     const now = Date.now()
     const oldest = now - this.#ttlMs
-    let expired = 0
+    const expired = { sessions: 0, handles: 0 }
     for (const [id, slot] of this.#slots) {
-      if (slot.record.lastActivityAt <= oldest && this.#remove(id)) expired++
+      if (slot.record.lastActivityAt <= oldest && this.#remove(id)) isHandle(slot.record) ? expired.handles++ : expired.sessions++
     }
-    if (expired > 0) this.#options.observer?.sessionsExpired?.(expired)
+    if (expired.sessions + expired.handles > 0) this.#options.observer?.scopesExpired?.(expired)
     for (const [key, counted] of this.#hits) {
       if (now - counted.start >= this.#rateWindowMs) this.#hits.delete(key)
     }

@@ -536,12 +536,12 @@ export class RedisSessionStore implements SessionStore {
   async count (): Promise<ScopeCounts> {
     return this.#run('count', async () => {
       // A score is the last refresh, and the keys expire expireMs after it: only scopes surely expired go.
-      const live = async (index: string) => {
-        const expired = await this.#redis.zremrangebyscore(index, '-inf', Date.now() - this.#expireMs)
-        if (expired > 0) this.#observer?.sessionsExpired?.(expired)
-        return this.#redis.zcard(index)
-      }
-      const [sessions, handles] = await Promise.all([live(SESSIONS), live(HANDLES)])
+      const oldest = Date.now() - this.#expireMs
+      const [sessionsExpired, sessions, handlesExpired, handles] = await Promise.all([
+        this.#redis.zremrangebyscore(SESSIONS, '-inf', oldest), this.#redis.zcard(SESSIONS),
+        this.#redis.zremrangebyscore(HANDLES, '-inf', oldest), this.#redis.zcard(HANDLES)
+      ])
+      if (sessionsExpired + handlesExpired > 0) this.#observer?.scopesExpired?.({ sessions: sessionsExpired, handles: handlesExpired })
       return { sessions, handles }
     })
   }

@@ -175,7 +175,8 @@ export interface SessionStore extends ScopeStore {
 
 /** What a store reports, for metrics; every callback is optional. */
 export interface StoreObserver {
-  sessionsExpired? (count: number): void
+  /** Sessions and history handles found expired, each counted once, by the store that removed it. */
+  scopesExpired? (expired: ScopeCounts): void
   storageError? (operation: string): void
 }
 

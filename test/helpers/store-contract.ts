@@ -239,16 +239,20 @@ export function storeContract (t: Test, make: (options: SessionStoreOptions) => 
     t.same(await store.count(), { sessions: before.sessions + 2, handles: before.handles + 1 }, 'a touch keeps each in its own count')
   })
 
-  t.test('expired sessions and history handles leave the counts', async t => {
-    const store = await make({ ttlSeconds: 1 })
+  t.test('expired sessions and history handles leave the counts, and are reported each apart', async t => {
+    const expired = { sessions: 0, handles: 0 }
+    const store = await make({ ttlSeconds: 1, observer: { scopesExpired: ({ sessions, handles }) => { expired.sessions += sessions; expired.handles += handles } } })
     t.teardown(() => store.close())
     // A shared store counts what the earlier tests left as expired too, once it is older than this TTL.
     await sleep(1200)
     const before = await store.count()
+    const seen = { ...expired }
+    await store.create(newRecord())
     await store.create(newRecord())
     await store.create(newRecord({ protocolVersion: HANDLE_SCOPE }))
-    t.same(await store.count(), { sessions: before.sessions + 1, handles: before.handles + 1 })
+    t.same(await store.count(), { sessions: before.sessions + 2, handles: before.handles + 1 })
     await sleep(2200)
     t.same(await store.count(), before)
+    t.same({ sessions: expired.sessions - seen.sessions, handles: expired.handles - seen.handles }, { sessions: 2, handles: 1 }, 'two sessions and one handle reported expired')
   })
 }
