@@ -57,7 +57,7 @@ const CALCULATE_SSE = { jsonrpc: '2.0', method: 'tools/call', params: { name: 'c
 const cannon = (spec: Omit<LoadSpec, 'connections' | 'duration'> & { duration?: number }) => load({ connections: CONNECTIONS, duration: DURATION, ...spec })
 
 let echoUrl = ''
-/** The echo gets the body the servers get. */
+/** The echo gets the body of a warm 2025-era call (the 2026-07-28 and streamed calls add a few fields to it). */
 const baseline = (duration = DURATION) => cannon({ url: echoUrl, headers: { 'content-type': 'application/json' }, message: CALCULATE, duration })
 
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!
