@@ -172,10 +172,10 @@ const isScript = (name: string) => name === 'EVAL' || name === 'EVALSHA'
  * in one go, so its socket reads per call count the round trips (batches on two connections at
  * once count twice). The second INFO adds one read; INFO is left out of the commands.
  */
-async function redisPerCall (redis: Redis, target: Target, sessionId: string | undefined, message: Record<string, unknown>, headers: Record<string, string> = {}): Promise<RedisPerCall> {
+async function redisPerCall (redis: Redis, url: URL | string, sessionId: string | undefined, message: Record<string, unknown>, headers: Record<string, string> = {}): Promise<RedisPerCall> {
   const before = await redisCounters(redis)
   for (let id = 0; id < COUNTED_CALLS; id++) {
-    const answer = await post(target.mcpUrl, { ...message, id } as Parameters<typeof post>[1], sessionId, headers)
+    const answer = await post(url, { ...message, id } as Parameters<typeof post>[1], sessionId, headers)
     if (answer.status !== 200) throw new Error(`warm call answered ${answer.status}`)
   }
   const after = await redisCounters(redis)
@@ -202,8 +202,8 @@ function describeRedis (perCall: RedisPerCall): string {
 }
 
 /** Records Redis commands per warm call on a row, as a figure and in full. */
-async function recordRedis (row: Row, redis: Redis, target: Target, sessionId: string | undefined, message: Record<string, unknown>, headers?: Record<string, string>) {
-  row.redis = await redisPerCall(redis, target, sessionId, message, headers)
+async function recordRedis (row: Row, redis: Redis, url: URL | string, sessionId: string | undefined, message: Record<string, unknown>, headers?: Record<string, string>) {
+  row.redis = await redisPerCall(redis, url, sessionId, message, headers)
   row.figure = describeRedis(row.redis)
   log(`${row.scenario}: ${row.figure}`)
 }
@@ -281,8 +281,8 @@ async function main () {
         const json = await throughput(`tools/call, ${mode}, JSON`, warmCall(target.mcpUrl, sessionId), mode === 'memory' ? '>= 0.40' : '>= 0.30', mode === 'memory' ? 0.40 : 0.30)
         const sse = await throughput(`tools/call, ${mode}, SSE (progress)`, warmCall(target.mcpUrl, sessionId, CALCULATE_SSE), mode === 'memory' ? '>= 0.28' : '>= 0.22', mode === 'memory' ? 0.28 : 0.22)
         if (mode === 'redis') {
-          await recordRedis(json, client, target, sessionId, CALCULATE)
-          await recordRedis(sse, client, target, sessionId, CALCULATE_SSE)
+          await recordRedis(json, client, target.mcpUrl, sessionId, CALCULATE)
+          await recordRedis(sse, client, target.mcpUrl, sessionId, CALCULATE_SSE)
         }
         // 2026-07-28: no session; without a handle the call touches no store, with one it works like a session's.
         const modern = await throughput(`tools/call, ${mode}, 2026-07-28, no handle`, { url: target.mcpUrl.href, headers: MODERN_HEADERS, message: modernCalculate() }, '>= 0.55', 0.55)
@@ -297,11 +297,11 @@ async function main () {
         }
         if (mode === 'redis') {
           await sleep(200)
-          await recordRedis(modern, client, target, undefined, modernCalculate(), MODERN_HEADERS)
+          await recordRedis(modern, client, target.mcpUrl, undefined, modernCalculate(), MODERN_HEADERS)
           const created = await post(target.mcpUrl, { jsonrpc: '2.0', id: 'h', method: 'tools/call', params: { name: 'create_history', arguments: {}, _meta: MODERN_META } }, undefined, { ...MODERN_HEADERS, 'mcp-name': 'create_history' })
           const history = (created.messages[0] as { result: { structuredContent: { history: string } } }).result.structuredContent.history
           const handled = await throughput('tools/call, redis, 2026-07-28, history handle', { url: target.mcpUrl.href, headers: MODERN_HEADERS, message: modernCalculate(history) }, '>= 0.30', 0.30)
-          await recordRedis(handled, client, target, undefined, modernCalculate(history), MODERN_HEADERS)
+          await recordRedis(handled, client, target.mcpUrl, undefined, modernCalculate(history), MODERN_HEADERS)
         }
         if (mode === 'memory') {
           await cannon({ url: target.mcpUrl.href, headers: HEADERS, handshake: true, duration: WARM })
@@ -318,7 +318,7 @@ async function main () {
         if (mode === 'redis') {
           const stored = { url: `${floor.url}/echo-stored`, headers: { 'content-type': 'application/json' }, message: CALCULATE }
           const row = await throughput('app floor, redis, two store round trips: the same route, touching a session and appending to its log', stored, 'none (the most a warm call that keeps state can reach)')
-          await recordRedis(row, client, { mcpUrl: new URL(stored.url), stop: async () => {} }, undefined, CALCULATE, { 'content-type': 'application/json' })
+          await recordRedis(row, client, stored.url, undefined, CALCULATE, { 'content-type': 'application/json' })
         }
       } finally {
         await stop(floor.process)
@@ -327,7 +327,7 @@ async function main () {
         const other = await peer(mode, redis.url)
         await onSession(other, async sessionId => {
           const row = await throughput(`tools/call, ${mode}, JSON, ${PEER}`, warmCall(other.mcpUrl, sessionId), 'none (peer, for comparison)')
-          if (mode === 'redis') await recordRedis(row, client, other, sessionId, CALCULATE)
+          if (mode === 'redis') await recordRedis(row, client, other.mcpUrl, sessionId, CALCULATE)
         })
       }
     }
