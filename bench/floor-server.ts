@@ -9,7 +9,8 @@ import type { SessionRecord } from '../src/stores/session-store.js'
  * a share of the bare echo, is the most any /mcp call can reach on this machine. `/echo-stored`
  * adds what a warm `tools/call` that keeps state cannot do without: the session's touch before the
  * tool runs and one entry appended to a log after, each a round trip to the app's session store.
- * Prints its address.
+ * `/echo-written` makes the one round trip of a 2026-07-28 call with a history handle: the append,
+ * which touches its scope in the same step. Prints its address.
  */
 const server = Fastify({ ...options, logger: { ...options.logger as object, level: process.env.LOG_LEVEL ?? 'info' } })
 const FLOOR_LOG = { name: 'floor', maxEntries: 100 }
@@ -22,6 +23,10 @@ await server.register(async instance => {
   instance.post('/echo-stored', { config: { rateLimit: {} } }, async request => {
     await instance.sessionStore.touch(record.id, record)
     await instance.sessionStore.append(record.id, FLOOR_LOG, [request.body])
+    return request.body
+  })
+  instance.post('/echo-written', { config: { rateLimit: {} } }, async request => {
+    await instance.sessionStore.append(record.id, FLOOR_LOG, [request.body], undefined, { touch: {} })
     return request.body
   })
 })

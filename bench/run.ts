@@ -317,8 +317,11 @@ async function main () {
         await throughput(`app floor, ${mode}: JSON echo route behind the app's hooks`, { url: `${floor.url}/echo`, headers: { 'content-type': 'application/json' }, message: CALCULATE }, 'none (the most a call of this mode can reach)')
         if (mode === 'redis') {
           const stored = { url: `${floor.url}/echo-stored`, headers: { 'content-type': 'application/json' }, message: CALCULATE }
-          const row = await throughput('app floor, redis, two store round trips: the same route, touching a session and appending to its log', stored, 'none (the most a warm call that keeps state can reach)')
+          const row = await throughput('app floor, redis, two store round trips: the same route, touching a session and appending to its log', stored, 'none (the most a warm session call that keeps state can reach)')
           await recordRedis(row, client, stored.url, undefined, CALCULATE, { 'content-type': 'application/json' })
+          const written = { url: `${floor.url}/echo-written`, headers: { 'content-type': 'application/json' }, message: CALCULATE }
+          const one = await throughput('app floor, redis, one store round trip: the same route, appending to the log and touching the session in the same step', written, 'none (the most a 2026-07-28 call with a history handle can reach)')
+          await recordRedis(one, client, written.url, undefined, CALCULATE, { 'content-type': 'application/json' })
         }
       } finally {
         await stop(floor.process)

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { test } from 'tap'
 import { StorageUnavailableError } from '../src/errors.js'
 import { MemorySessionStore } from '../src/stores/memory-session-store.js'
-import type { CounterUpdate, LogEntry, LogSpec } from '../src/stores/session-store.js'
+import type { CounterUpdate, LogEntry, LogSpec, WriteOptions } from '../src/stores/session-store.js'
 import { startRedis } from './helpers/processes.js'
 import { startTopology } from './helpers/nodes.js'
 import { initialize, post } from './helpers/raw-client.js'
@@ -43,9 +43,9 @@ test('a request sent again with the same id writes once and gets the same answer
 test('a storage failure during a tool answers 503 with Retry-After and writes nothing', async t => {
   let failing = false
   class FlakyStore extends MemorySessionStore {
-    override async append<T> (scope: string, log: LogSpec, entries: readonly T[], count?: CounterUpdate, op?: string): Promise<Array<LogEntry<T>> | undefined> {
+    override async append<T> (scope: string, log: LogSpec, entries: readonly T[], count?: CounterUpdate, options?: WriteOptions): Promise<Array<LogEntry<T>> | undefined> {
       if (failing) throw new StorageUnavailableError(new Error('connection lost'))
-      return super.append(scope, log, entries, count, op)
+      return super.append(scope, log, entries, count, options)
     }
   }
   const store = new FlakyStore({ ttlSeconds: 60 })

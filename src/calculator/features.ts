@@ -125,8 +125,8 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
    * the 2026-07-28 revision). Its resource URI goes with it.
    * @throws {ToolInputError} for a handle that is unknown, expired or another's.
    */
-  async function historyOf (context: FeatureContext, handle: string | undefined): Promise<{ state: ScopeState, uri: string }> {
-    return { state: handle === undefined ? context.state : await context.open(handle), uri: historyUri(handle) }
+  function historyOf (context: FeatureContext, handle: string | undefined): { state: ScopeState, uri: string } {
+    return { state: handle === undefined ? context.state : context.open(handle), uri: historyUri(handle) }
   }
 
   /**
@@ -138,7 +138,7 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
   async function record (context: FeatureContext, calculations: Calculation[], handle?: string): Promise<Array<Recorded | Calculation>> {
     const add: Record<string, number> = {}
     for (const { operation } of calculations) add[operation] = (add[operation] ?? 0) + 1
-    const state = handle === undefined ? context.state : await context.open(handle)
+    const state = handle === undefined ? context.state : context.open(handle)
     const appended = await state.append(HISTORY, calculations, { set: OPERATIONS, add })
     for (const operation in add) options.onCalculated?.(operation, add[operation]!)
     // A history that kept nothing did not change: no subscriber is told. Otherwise the update
@@ -152,7 +152,7 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
   }
 
   const history = async (context: FeatureContext, last?: number, handle?: string) => {
-    const { entries, appended } = await (await historyOf(context, handle)).state.entries<Calculation>(HISTORY, last)
+    const { entries, appended } = await historyOf(context, handle).state.entries<Calculation>(HISTORY, last)
     return { entries: entries.map(asHistoryEntry), appended }
   }
 
@@ -299,7 +299,7 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
     outputSchema: Type.Object({ cleared: Type.Integer(), confirmed: Type.Optional(Type.Boolean()) }),
     annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
     async run (args, context) {
-      const { state, uri } = await historyOf(context, args.history)
+      const { state, uri } = historyOf(context, args.history)
       const { entries } = await state.entries(HISTORY)
       const confirmed = await confirm(context, `Delete all ${entries.length} entries of the calculation history?`)
       if (confirmed === false) return toolResult({ cleared: 0, confirmed }, 'History kept: clearing was not confirmed')

@@ -105,13 +105,6 @@ export interface RequestScope {
 /** The key a request's writes carry, so that a retry of it writes once. */
 export const requestKey = (id: RequestId) => `${typeof id === 'number' ? 'n' : 's'}:${id}`
 
-/** A scope that a handle names, or a ToolInputError the client can act on. */
-export async function openHandle (handles: ScopeHandles, handle: string, principal: string | undefined, request?: string): Promise<ScopeState> {
-  const state = await handles.open(handle, principal, request)
-  if (state === undefined) throw new ToolInputError(`Unknown handle ${handle.slice(0, 64)}: it never existed, expired, or belongs to someone else`)
-  return state
-}
-
 /** What a resource or completion handler of `feature` may use in `session`. */
 class FeatureCall implements FeatureContext {
   readonly #session: SessionServer
@@ -132,7 +125,7 @@ class FeatureCall implements FeatureContext {
     return this.services.handles.mint(principal, creator ?? (principal === undefined ? `session:${this.#session.sessionId}` : `pr:${principal}`))
   }
 
-  open (handle: string): Promise<ScopeState> { return openHandle(this.services.handles, handle, this.#session.record.principal) }
+  open (handle: string): ScopeState { return this.services.handles.open(handle, this.#session.record.principal) }
   log (level: LogLevel, data: unknown): Promise<void> { return this.#session.log(this.#feature, level, data) }
   resourceUpdated (uri: string): Promise<void> {
     this.services.resourceUpdated?.(uri)
@@ -158,7 +151,7 @@ class ToolCall extends FeatureCall implements ToolContext {
 
   override get state (): ScopeState { return (this.#state ??= this.#session.stateFor(this.#call.id)) }
   // A handle may be shared by many sessions: its writes are keyed by the session and the request.
-  override open (handle: string): Promise<ScopeState> { return openHandle(this.services.handles, handle, this.#session.record.principal, `${this.#session.sessionId}/${requestKey(this.#call.id)}`) }
+  override open (handle: string): ScopeState { return this.services.handles.open(handle, this.#session.record.principal, `${this.#session.sessionId}/${requestKey(this.#call.id)}`) }
   get clientCapabilities (): ClientCapabilities { return this.#session.clientCapabilities }
   get signal (): AbortSignal { return this.#call.signal }
 

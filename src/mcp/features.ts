@@ -3,11 +3,24 @@ import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler'
 import type { CallToolResult, ClientCapabilities, GetPromptResult, ServerRequest, ToolAnnotations } from '@modelcontextprotocol/sdk/types.js'
 import { UriTemplate } from '@modelcontextprotocol/sdk/shared/uriTemplate.js'
 import { randomBytes } from 'node:crypto'
+import { ToolInputError } from '../errors.js'
 import { HANDLE_SCOPE, type CounterUpdate, type LogEntry, type LogLevel, type LogSpec, type ScopeStore, type SessionRecord, type SessionStore } from '../stores/session-store.js'
 
 /**
- * A feature's state in one scope (today, the session a request belongs to): its own logs and
- * counters, through the store's generic primitives, and nothing of any other scope.
+ * How a handle's state reaches its scope: the request has yet to show that the scope is there and
+ * its principal's (the scope's touch). Its first write does that in the same store step; a read
+ * first touches.
+ */
+interface HandleGate {
+  readonly principal: string | undefined
+  touch (): Promise<boolean>
+  /** What to throw when the scope is gone or another's. */
+  missing (): Error
+}
+
+/**
+ * A feature's state in one scope (the session a request belongs to, or a scope a handle names):
+ * its own logs and counters, through the store's generic primitives, and nothing of any other scope.
  *
  * Made for one request (`request` is its key, from the JSON-RPC id), its writes are keyed by the
  * request and their order in it: when a proxy or a client retries the request, the same writes
@@ -18,37 +31,57 @@ export class ScopeState {
   readonly #store: ScopeStore
   readonly #scope: string
   readonly #request?: string
+  readonly #gate?: HandleGate
+  /** With a gate: settles once the request has reached the scope, rejects when it could not. */
+  #reached?: Promise<void>
   #writes = 0
 
-  constructor (store: ScopeStore, scope: string, request?: string) {
+  constructor (store: ScopeStore, scope: string, request?: string, gate?: HandleGate) {
     this.#store = store
     this.#scope = scope
     this.#request = request
+    this.#gate = gate
   }
 
   #op (): string | undefined {
     return this.#request === undefined ? undefined : `${this.#request}#${this.#writes++}`
   }
 
+  #reach (): Promise<void> {
+    const gate = this.#gate!
+    return (this.#reached ??= gate.touch().then(found => { if (!found) throw gate.missing() }))
+  }
+
   /** @throws {StorageUnavailableError} when the store cannot be reached; nothing is appended then. */
   async append<T> (log: LogSpec, entries: readonly T[], count?: CounterUpdate): Promise<Array<LogEntry<T>>> {
-    return await this.#store.append(this.#scope, log, entries, count, this.#op()) ?? []
+    const gate = this.#gate
+    if (gate === undefined || this.#reached !== undefined) {
+      await this.#reached
+      return await this.#store.append(this.#scope, log, entries, count, { op: this.#op() }) ?? []
+    }
+    const stored = this.#store.append(this.#scope, log, entries, count, { op: this.#op(), touch: { principal: gate.principal } })
+    await (this.#reached = stored.then(found => { if (found === undefined) throw gate.missing() }))
+    return (await stored)!
   }
 
   entries<T> (log: LogSpec, last?: number): Promise<{ entries: Array<LogEntry<T>>, appended: number }> {
-    return this.#store.entries(this.#scope, log, last)
+    if (this.#gate === undefined) return this.#store.entries(this.#scope, log, last)
+    return this.#reach().then(() => this.#store.entries(this.#scope, log, last))
   }
 
   entry<T> (log: LogSpec, seq: number): Promise<LogEntry<T> | undefined> {
-    return this.#store.entry(this.#scope, log, seq)
+    if (this.#gate === undefined) return this.#store.entry(this.#scope, log, seq)
+    return this.#reach().then(() => this.#store.entry(this.#scope, log, seq))
   }
 
   clear (log: LogSpec): Promise<number> {
-    return this.#store.clear(this.#scope, log, this.#op())
+    if (this.#gate === undefined) return this.#store.clear(this.#scope, log, this.#op())
+    return this.#reach().then(() => this.#store.clear(this.#scope, log, this.#op()))
   }
 
   counters (set: string): Promise<Record<string, number>> {
-    return this.#store.counters(this.#scope, set)
+    if (this.#gate === undefined) return this.#store.counters(this.#scope, set)
+    return this.#reach().then(() => this.#store.counters(this.#scope, set))
   }
 }
 
@@ -109,15 +142,31 @@ export class ScopeHandles {
   }
 
   /**
-   * The state of the scope `handle` names, for `principal`, with writes keyed by `request`; its
-   * expiry slides. Undefined for an unknown, expired or other principal's handle.
+   * The state of the scope `handle` names, for `principal`, with writes keyed by `request`; the
+   * request's first use of it slides its expiry.
+   * @throws {ToolInputError} for a handle that is malformed, or on its first use, unknown, expired
+   * or another principal's.
    */
-  async open (handle: string, principal: string | undefined, request?: string): Promise<ScopeState | undefined> {
-    if (!handle.startsWith(HANDLE_PREFIX) || handle.length > MAX_HANDLE_LENGTH) return undefined
-    const touched = await this.#store.touch(handle, undefined, principal)
-    return touched === undefined ? undefined : new ScopeState(this.#store, handle, request)
+  open (handle: string, principal: string | undefined, request?: string): ScopeState {
+    if (!this.#wellFormed(handle)) throw unknownHandle(handle)
+    return new ScopeState(this.#store, handle, request, {
+      principal,
+      touch: async () => await this.#store.touch(handle, undefined, principal) !== undefined,
+      missing: () => unknownHandle(handle)
+    })
+  }
+
+  /** Whether `handle` names a live scope of `principal`'s; sliding its expiry when it does. */
+  async usable (handle: string, principal: string | undefined): Promise<boolean> {
+    return this.#wellFormed(handle) && await this.#store.touch(handle, undefined, principal) !== undefined
+  }
+
+  #wellFormed (handle: string): boolean {
+    return handle.startsWith(HANDLE_PREFIX) && handle.length <= MAX_HANDLE_LENGTH
   }
 }
+
+const unknownHandle = (handle: string) => new ToolInputError(`Unknown handle ${handle.slice(0, 64)}: it never existed, expired, or belongs to someone else`)
 
 /** What every handler may use: its scope's state, and what it may tell the client. */
 export interface FeatureContext {
@@ -132,9 +181,10 @@ export interface FeatureContext {
   mint (): Promise<string>
   /**
    * The state of the scope a handle names.
-   * @throws {ToolInputError} when it is unknown, expired or another principal's.
+   * @throws {ToolInputError} when it is malformed, or on the state's first use, unknown, expired or
+   * another principal's.
    */
-  open (handle: string): Promise<ScopeState>
+  open (handle: string): ScopeState
   /** Sends `notifications/message` on the session's stream once the client set a level and `level` reaches it. */
   log (level: LogLevel, data: unknown): Promise<void>
   /** Tells the client that a resource changed, when it subscribed to it. */

@@ -5,7 +5,7 @@ import {
 } from '@modelcontextprotocol/sdk/types.js'
 import { McpHttpError, ModernRequestError, RpcError } from '../errors.js'
 import type { LogLevel } from '../stores/session-store.js'
-import { type Dispatcher, type RequestScope, SERVER_CAPABILITIES, openHandle } from './dispatcher.js'
+import { type Dispatcher, type RequestScope, SERVER_CAPABILITIES } from './dispatcher.js'
 import { type FeatureContext, type FeatureRegistry, HANDLE_IN_URI, InputRequired, NO_STATE, type ScopeHandles, type ScopeState, type ToolContext } from './features.js'
 import type { RequestStateCodec, RoundState, StateBinding } from './request-state.js'
 import { LOG_LEVELS } from './session-server.js'
@@ -288,7 +288,7 @@ class ModernCall implements ToolContext {
 
   mint (): Promise<string> { return this.#request.options.handles.mint(this.#request.principal, this.#request.client) }
   // JSON-RPC ids of this revision are unique per client only, and a handle may have many: its writes are not keyed.
-  open (handle: string): Promise<ScopeState> { return openHandle(this.#request.options.handles, handle, this.#request.principal) }
+  open (handle: string): ScopeState { return this.#request.options.handles.open(handle, this.#request.principal) }
 
   async log (level: LogLevel, data: unknown): Promise<void> { await this.logToRequest(level, data) }
 
@@ -397,7 +397,7 @@ export class ModernServer {
     for (const uri of uris) {
       if (features.resource(uri) === undefined && features.matchTemplate(uri) === undefined) return uri
       const handle = HANDLE_IN_URI.exec(uri)?.[0]
-      if (handle !== undefined && await handles.open(handle, principal) === undefined) return uri
+      if (handle !== undefined && !await handles.usable(handle, principal)) return uri
     }
     return undefined
   }

@@ -2,7 +2,7 @@ import type { JSONRPCMessage } from '@modelcontextprotocol/sdk/types.js'
 import {
   DEFAULT_EVENT_LIMIT, DEFAULT_EVENT_LOG_MAX_BYTES, DEFAULT_EVENT_MAX_BYTES, DEFAULT_RATE_WINDOW_MS, MAX_REMEMBERED_OPS, checkStateName, isHandle, rateWindow, streamOfEventId,
   type CounterUpdate, type LogEntry, type LogLevel, type LogSpec, type ScopeCounts, type SessionRecord, type SessionStore,
-  type SessionStoreOptions, type StoredEvent, type StreamClaim, type Touched
+  type SessionStoreOptions, type StoredEvent, type StreamClaim, type Touched, type WriteOptions
 } from './session-store.js'
 
 interface Log {
@@ -71,7 +71,11 @@ export class MemorySessionStore implements SessionStore {
   }
 
   async touch (id: string, _known?: SessionRecord, principal?: string): Promise<Touched | undefined> {
-    const slot = this.#owned(id, principal)
+    return this.#touch(this.#owned(id, principal))
+  }
+
+  /** Counts a request in a slot (see touch). */
+  #touch (slot: Slot | undefined): Touched | undefined {
     if (slot === undefined) return undefined
     const now = Date.now()
     slot.record.requestCount++
@@ -122,9 +126,10 @@ export class MemorySessionStore implements SessionStore {
     return previous === undefined ? { ok: true } : { ok: true, previous }
   }
 
-  async append<T> (scope: string, spec: LogSpec, entries: readonly T[], count?: CounterUpdate, op?: string): Promise<Array<LogEntry<T>> | undefined> {
-    const slot = this.#live(scope)
+  async append<T> (scope: string, spec: LogSpec, entries: readonly T[], count?: CounterUpdate, { op, touch }: WriteOptions = {}): Promise<Array<LogEntry<T>> | undefined> {
+    const slot = touch === undefined ? this.#live(scope) : this.#owned(scope, touch.principal)
     if (slot === undefined) return undefined
+    if (touch !== undefined) this.#touch(slot)
     const done = op === undefined ? undefined : slot.ops.get(op)
     if (Array.isArray(done)) return done as Array<LogEntry<T>>
     const log = this.#log(slot, spec)

@@ -96,6 +96,21 @@ export interface CounterUpdate {
   readonly add: Readonly<Record<string, number>>
 }
 
+/** How a write reaches its scope. */
+export interface WriteOptions {
+  /**
+   * An operation key: a write whose key the scope has seen (among its last MAX_REMEMBERED_OPS)
+   * changes nothing and returns what that first write returned, so a retried request writes once.
+   */
+  op?: string
+  /**
+   * Also counts a request in the scope, in the same step, as `SessionStore.touch` does: with a
+   * principal, a scope another principal (or none) opened is not written to. For a request whose
+   * first use of a scope is this write, one step instead of two.
+   */
+  touch?: { principal?: string }
+}
+
 /**
  * State that features keep per scope, through primitives that know nothing of the feature: bounded
  * logs and counter sets, named by the feature. A scope is a session id today; its state lives and
@@ -106,16 +121,15 @@ export interface CounterUpdate {
 export interface ScopeStore {
   /**
    * Appends entries to a log (all or none) and applies `count` in the same step. Returns the stored
-   * entries; undefined when the scope is gone. With `op`, an operation key: an append whose key the
-   * scope has seen (among its last MAX_REMEMBERED_OPS) changes nothing and returns the entries as
-   * that first append stored them, so a retried request writes once.
+   * entries (for an operation key seen before, as that first append stored them); undefined when
+   * the scope is gone, or with `touch` not the principal's.
    */
-  append<T> (scope: string, log: LogSpec, entries: readonly T[], count?: CounterUpdate, op?: string): Promise<Array<LogEntry<T>> | undefined>
+  append<T> (scope: string, log: LogSpec, entries: readonly T[], count?: CounterUpdate, options?: WriteOptions): Promise<Array<LogEntry<T>> | undefined>
   /** The newest `last` entries (all kept when omitted), oldest first, and how many were ever appended. */
   entries<T> (scope: string, log: LogSpec, last?: number): Promise<{ entries: Array<LogEntry<T>>, appended: number }>
   /** One kept entry by its number. */
   entry<T> (scope: string, log: LogSpec, seq: number): Promise<LogEntry<T> | undefined>
-  /** Drops every kept entry (numbering goes on); returns how many there were. With `op`, as for `append`. */
+  /** Drops every kept entry (numbering goes on); returns how many there were. With `op`, as in WriteOptions. */
   clear (scope: string, log: LogSpec, op?: string): Promise<number>
   /** The counters of one set; empty when none was counted. */
   counters (scope: string, set: string): Promise<Record<string, number>>

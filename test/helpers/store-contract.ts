@@ -174,10 +174,10 @@ export function storeContract (t: Test, make: (options: SessionStoreOptions) => 
     t.teardown(() => store.close())
     const record = newRecord()
     await store.create(record)
-    const first = await store.append(record.id, BIG_LOG, [entry(1), entry(2)], { set: 'ops', add: { add: 1, multiply: 1 } }, 'r1#0')
-    const again = await store.append(record.id, BIG_LOG, [entry(1), entry(2)], { set: 'ops', add: { add: 1, multiply: 1 } }, 'r1#0')
+    const first = await store.append(record.id, BIG_LOG, [entry(1), entry(2)], { set: 'ops', add: { add: 1, multiply: 1 } }, { op: 'r1#0' })
+    const again = await store.append(record.id, BIG_LOG, [entry(1), entry(2)], { set: 'ops', add: { add: 1, multiply: 1 } }, { op: 'r1#0' })
     t.same(again, first, 'the same entries, numbers and time')
-    const concurrent = await Promise.all(Array.from({ length: 10 }, () => store.append(record.id, BIG_LOG, [entry(3)], undefined, 'r2#0')))
+    const concurrent = await Promise.all(Array.from({ length: 10 }, () => store.append(record.id, BIG_LOG, [entry(3)], undefined, { op: 'r2#0' })))
     t.same(new Set(concurrent.map(c => c![0]!.seq)), new Set([3]), 'concurrent tries agree')
     t.equal((await store.entries(record.id, BIG_LOG)).appended, 3, 'written once each')
     t.same(await store.counters(record.id, 'ops'), { add: 1, multiply: 1 }, 'counted once')
@@ -185,8 +185,8 @@ export function storeContract (t: Test, make: (options: SessionStoreOptions) => 
     await store.append(record.id, BIG_LOG, [entry(4)])
     t.equal(await store.clear(record.id, BIG_LOG, 'r3#0'), 3, 'a repeated clear reports what it did and clears nothing more')
     t.equal((await store.entries(record.id, BIG_LOG)).entries.length, 1)
-    for (let i = 0; i < MAX_REMEMBERED_OPS; i++) await store.append(record.id, BIG_LOG, [entry(i)], undefined, `later-${i}`)
-    const forgotten = await store.append(record.id, BIG_LOG, [entry(1), entry(2)], undefined, 'r1#0')
+    for (let i = 0; i < MAX_REMEMBERED_OPS; i++) await store.append(record.id, BIG_LOG, [entry(i)], undefined, { op: `later-${i}` })
+    const forgotten = await store.append(record.id, BIG_LOG, [entry(1), entry(2)], undefined, { op: 'r1#0' })
     t.not(forgotten![0]!.seq, first![0]!.seq, `only the last ${MAX_REMEMBERED_OPS} keys are remembered`)
   })
 
@@ -220,6 +220,26 @@ export function storeContract (t: Test, make: (options: SessionStoreOptions) => 
     await sleep(1100)
     t.equal(await store.get(record.id), undefined)
     t.same((await store.entries(record.id, LOG)).entries, [])
+  })
+
+  t.test('a write that touches counts a request, slides the expiry, and writes only its principal\'s scope', async t => {
+    const store = await make({ ttlSeconds: 1 })
+    t.teardown(() => store.close())
+    const before = await store.count()
+    const handle = newRecord({ protocolVersion: HANDLE_SCOPE, principal: 'alice' })
+    await store.create(handle)
+    t.equal(await store.append(handle.id, LOG, [entry(1)], undefined, { touch: { principal: 'mallory' } }), undefined, 'another principal finds no scope')
+    t.same((await store.append(handle.id, LOG, [entry(2)], undefined, { touch: { principal: 'alice' } }))?.map(e => e.seq), [1], 'its own principal writes')
+    t.equal((await store.get(handle.id))?.requestCount, 2, 'and counts one request')
+    t.equal(await store.append('missing', LOG, [entry(1)], undefined, { touch: {} }), undefined, 'a scope that is gone is not written')
+    for (let i = 0; i < 2; i++) {
+      await sleep(600)
+      t.ok(await store.append(handle.id, LOG, [entry(3 + i)], undefined, { touch: { principal: 'alice' } }), `alive ${(i + 1) * 0.6} s after creation`)
+    }
+    t.same(await store.count(), { sessions: before.sessions, handles: before.handles + 1 }, 'the write kept it counted')
+    t.same((await store.entries(handle.id, LOG)).entries.map(e => e.data), [entry(2), entry(3), entry(4)])
+    await sleep(1200)
+    t.equal(await store.append(handle.id, LOG, [entry(5)], undefined, { touch: { principal: 'alice' } }), undefined, 'expired a TTL after its last write')
   })
 
   t.test('count sees live sessions and history handles, each apart', async t => {
