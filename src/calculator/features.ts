@@ -123,7 +123,8 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
   /**
    * The history a request works on: the handle's when it names one, else the session's (none in
    * the 2026-07-28 revision). Its resource URI goes with it.
-   * @throws {ToolInputError} for a handle that is unknown, expired or another's.
+   * @throws {ToolInputError} for a malformed handle; the state throws it on first use for one that
+   * is unknown, expired or another's.
    */
   function historyOf (context: FeatureContext, handle: string | undefined): { state: ScopeState, uri: string } {
     return { state: handle === undefined ? context.state : context.open(handle), uri: historyUri(handle) }

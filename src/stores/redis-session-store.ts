@@ -192,7 +192,7 @@ local reindex = ''
 if ARGV[2] == '1' then
   local state, _, refresh = countRequest(tonumber(ARGV[9]), ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[3])
   if not state then return false end
-  if refresh then reindex = state[6] end
+  if refresh then reindex = state[6] or '' end
 elseif redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local earlier, seen = recall()
 if earlier then return {earlier, reindex} end
