@@ -60,8 +60,13 @@ export class ScopeState {
       return await this.#store.append(this.#scope, log, entries, count, { op: this.#op() }) ?? []
     }
     const stored = this.#store.append(this.#scope, log, entries, count, { op: this.#op(), touch: { principal: gate.principal } })
-    await (this.#reached = stored.then(found => { if (found === undefined) throw gate.missing() }))
-    return (await stored)!
+    // What a later use of the state waits for; a failure here is thrown below.
+    const reached = stored.then(found => { if (found === undefined) throw gate.missing() })
+    reached.catch(() => {})
+    this.#reached = reached
+    const found = await stored
+    if (found === undefined) throw gate.missing()
+    return found
   }
 
   entries<T> (log: LogSpec, last?: number): Promise<{ entries: Array<LogEntry<T>>, appended: number }> {

@@ -71,11 +71,7 @@ export class MemorySessionStore implements SessionStore {
   }
 
   async touch (id: string, _known?: SessionRecord, principal?: string): Promise<Touched | undefined> {
-    return this.#touch(this.#owned(id, principal))
-  }
-
-  /** Counts a request in a slot (see touch). */
-  #touch (slot: Slot | undefined): Touched | undefined {
+    const slot = this.#owned(id, principal)
     if (slot === undefined) return undefined
     const now = Date.now()
     slot.record.requestCount++
@@ -129,7 +125,7 @@ export class MemorySessionStore implements SessionStore {
   async append<T> (scope: string, spec: LogSpec, entries: readonly T[], count?: CounterUpdate, { op, touch }: WriteOptions = {}): Promise<Array<LogEntry<T>> | undefined> {
     const slot = touch === undefined ? this.#live(scope) : this.#owned(scope, touch.principal)
     if (slot === undefined) return undefined
-    if (touch !== undefined) this.#touch(slot)
+    if (touch !== undefined) slot.record.lastActivityAt = Date.now()
     const done = op === undefined ? undefined : slot.ops.get(op)
     if (Array.isArray(done)) return done as Array<LogEntry<T>>
     const log = this.#log(slot, spec)

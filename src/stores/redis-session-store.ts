@@ -78,48 +78,33 @@ local function counted (start, hits, count, now, window)
   return start, hits + count
 end`
 
-/**
- * Lua of a request counted in a scope, shared by the scripts that touch one (KEYS[1] its record,
- * every key of the scope among KEYS). `countRequest(now, expireMs, refreshEveryMs, window,
- * principal)` counts it in the record and in the rate-limit window (with a principal, only in a
- * scope it opened). Every refreshEveryMs at most, it slides every key's expiry (to expireMs: the
- * TTL plus refreshEveryMs, so a scope lives at least the TTL after its last request), and the
- * scope is due for re-indexing. Returns false for a scope gone or another's; else the record's
- * fields (requestCount indexedAt rateStart rateHits principal protocolVersion logLevel
- * subscriptions streamNode), the new count, whether it refreshed, the window's start and hits.
- */
-const COUNT_REQUEST = `${RATE_WINDOW}
-local function countRequest(now, expireMs, refreshEveryMs, window, principal)
-  local state = redis.call('HMGET', KEYS[1], 'requestCount', 'indexedAt', 'rateStart', 'rateHits', 'principal', 'protocolVersion', 'logLevel', 'subscriptions', 'streamNode')
-  if not state[1] or (principal ~= '' and principal ~= (state[5] or '')) then return false end
-  local count = tonumber(state[1]) + 1
-  local start, hits = counted(tonumber(state[3] or '0'), tonumber(state[4] or '0'), 1, now, window)
-  local refresh = now - tonumber(state[2] or '0') >= refreshEveryMs
-  if refresh then
-    redis.call('HSET', KEYS[1], 'requestCount', count, 'lastActivityAt', now, 'rateStart', start, 'rateHits', hits, 'indexedAt', now)
-    for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], expireMs) end
-  else
-    redis.call('HSET', KEYS[1], 'requestCount', count, 'lastActivityAt', now, 'rateStart', start, 'rateHits', hits)
-  end
-  return state, count, refresh, start, hits
-end`
-
 const SCRIPTS = {
   /**
    * KEYS s e f c; ARGV now expireMs full(0|1) refreshEveryMs windowMs principal. Counts a request
-   * (see COUNT_REQUEST). Returns whether the session is due for re-indexing in its index, the
+   * in the record and in the rate-limit window (with a principal, only of a session it opened). Every refreshEveryMs at most, it slides every key's expiry
+   * (to expireMs: the TTL plus refreshEveryMs, so a session lives at least the TTL after its last
+   * request) and says the session is due for re-indexing in mcp:sessions. Returns that, the
    * window's hits and milliseconds left, then the whole record (full) or only the fields other
    * nodes may change: requestCount logLevel subscriptions streamNode.
    */
   mcpTouch: {
     keys: 4,
-    lua: `${COUNT_REQUEST}
+    lua: `${RATE_WINDOW}
+local state = redis.call('HMGET', KEYS[1], 'requestCount', 'indexedAt', 'rateStart', 'rateHits', 'logLevel', 'subscriptions', 'streamNode', 'principal')
+if not state[1] or (ARGV[6] ~= '' and ARGV[6] ~= (state[8] or '')) then return false end
 local now = tonumber(ARGV[1])
 local window = tonumber(ARGV[5])
-local state, count, refresh, start, hits = countRequest(now, ARGV[2], tonumber(ARGV[4]), window, ARGV[6])
-if not state then return false end
+local count = tonumber(state[1]) + 1
+local start, hits = counted(tonumber(state[3] or '0'), tonumber(state[4] or '0'), 1, now, window)
+local refresh = now - tonumber(state[2] or '0') >= tonumber(ARGV[4])
+if refresh then
+  redis.call('HSET', KEYS[1], 'requestCount', count, 'lastActivityAt', now, 'rateStart', start, 'rateHits', hits, 'indexedAt', now)
+  for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+else
+  redis.call('HSET', KEYS[1], 'requestCount', count, 'lastActivityAt', now, 'rateStart', start, 'rateHits', hits)
+end
 local fields
-if ARGV[3] == '1' then fields = redis.call('HGETALL', KEYS[1]) else fields = {count, state[7], state[8], state[9]} end
+if ARGV[3] == '1' then fields = redis.call('HGETALL', KEYS[1]) else fields = {count, state[5], state[6], state[7]} end
 return {refresh and 1 or 0, hits, start + window - now, fields}`
   },
   /** KEYS s e f c; ARGV expireMs field value ... */
@@ -177,33 +162,38 @@ local encoded = #kept == 0 and '[]' or cjson.encode(kept)
 return redis.call('HSET', KEYS[1], 'subscriptions', encoded)`
   },
   /**
-   * KEYS s f c e; ARGV op touch(0|1) principal expireMs refreshEveryMs windowMs log maxEntries at
-   * entryCount entry... counterSet (name amount)... With touch, first counts a request in the
-   * scope (see COUNT_REQUEST; at is its time). Appends the entries (numbered on), drops the oldest
-   * past maxEntries, adds to the counters, and lets the feature keys expire with the scope.
-   * Returns the first number given and the time (for an operation key seen before, what that
-   * append returned, changing nothing), and the scope's protocolVersion when it is due for
-   * re-indexing, else ''.
+   * KEYS s f c e; ARGV op touch(0|1) principal expireMs refreshEveryMs log maxEntries at entryCount
+   * entry... counterSet (name amount)... With touch, first checks that the scope is live (with a
+   * principal, that it opened it) and, every refreshEveryMs at most, slides every key's expiry as
+   * mcpTouch does (at is the time). Appends the entries (numbered on), drops the oldest past
+   * maxEntries, adds to the counters, and lets the feature keys expire with the scope. Returns the
+   * first number given and the time (for an operation key seen before, what that append returned,
+   * changing nothing), and the scope's protocolVersion when it is due for re-indexing, else ''.
    */
   mcpAppend: {
     keys: 4,
-    lua: `${OPS}${COUNT_REQUEST}
+    lua: `${OPS}
 local reindex = ''
 if ARGV[2] == '1' then
-  local state, _, refresh = countRequest(tonumber(ARGV[9]), ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[3])
-  if not state then return false end
-  if refresh then reindex = state[6] or '' end
+  local state = redis.call('HMGET', KEYS[1], 'id', 'principal', 'indexedAt', 'protocolVersion')
+  if not state[1] or (ARGV[3] ~= '' and ARGV[3] ~= (state[2] or '')) then return false end
+  local now = tonumber(ARGV[8])
+  if now - tonumber(state[3] or '0') >= tonumber(ARGV[5]) then
+    redis.call('HSET', KEYS[1], 'lastActivityAt', now, 'indexedAt', now)
+    for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[4]) end
+    reindex = state[4] or ''
+  end
 elseif redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local earlier, seen = recall()
 if earlier then return {earlier, reindex} end
-local log, at, count = ARGV[7], ARGV[9], tonumber(ARGV[10])
+local log, at, count = ARGV[6], ARGV[8], tonumber(ARGV[9])
 -- The entries are ARGV[first + 1] to ARGV[first + count].
-local first = 10
+local first = 9
 local state = redis.call('HMGET', KEYS[2], log .. ':n', log .. ':lo')
 local n = tonumber(state[1] or '0')
 local lo = tonumber(state[2] or '1')
 local last = n + count
-local keptFrom = math.max(lo, last - tonumber(ARGV[8]) + 1)
+local keptFrom = math.max(lo, last - tonumber(ARGV[7]) + 1)
 local set, drop = {log .. ':n', last, log .. ':lo', keptFrom}, {}
 for seq = lo, math.min(n, keptFrom - 1) do drop[#drop + 1] = log .. '.' .. seq end
 for seq = math.max(n + 1, keptFrom), last do
@@ -466,7 +456,7 @@ export class RedisSessionStore implements SessionStore {
     const [s, e, f, c] = keys(scope)
     const now = Date.now()
     const args: Array<string | number> = [
-      op, touch === undefined ? '0' : '1', touch?.principal ?? '', this.#expireMs, this.#refreshEveryMs, this.#rateWindowMs,
+      op, touch === undefined ? '0' : '1', touch?.principal ?? '', this.#expireMs, this.#refreshEveryMs,
       checkStateName(log.name), log.maxEntries, now, entries.length
     ]
     for (const entry of entries) args.push(JSON.stringify(entry))

@@ -104,9 +104,10 @@ export interface WriteOptions {
    */
   op?: string
   /**
-   * Also counts a request in the scope, in the same step, as `SessionStore.touch` does: with a
-   * principal, a scope another principal (or none) opened is not written to. For a request whose
-   * first use of a scope is this write, one step instead of two.
+   * Also checks, in the same step, that the scope is live and (with a principal) that principal's,
+   * and slides its expiry as `SessionStore.touch` does, counting no request: a scope another
+   * principal (or none) opened is not written to. For a request whose first use of a scope is
+   * this write, one step instead of two.
    */
   touch?: { principal?: string }
 }

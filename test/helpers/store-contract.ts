@@ -222,7 +222,7 @@ export function storeContract (t: Test, make: (options: SessionStoreOptions) => 
     t.same((await store.entries(record.id, LOG)).entries, [])
   })
 
-  t.test('a write that touches counts a request, slides the expiry, and writes only its principal\'s scope', async t => {
+  t.test('a write that touches slides the expiry, counts no request, and writes only its principal\'s scope', async t => {
     const store = await make({ ttlSeconds: 1 })
     t.teardown(() => store.close())
     const before = await store.count()
@@ -230,7 +230,7 @@ export function storeContract (t: Test, make: (options: SessionStoreOptions) => 
     await store.create(handle)
     t.equal(await store.append(handle.id, LOG, [entry(1)], undefined, { touch: { principal: 'mallory' } }), undefined, 'another principal finds no scope')
     t.same((await store.append(handle.id, LOG, [entry(2)], undefined, { touch: { principal: 'alice' } }))?.map(e => e.seq), [1], 'its own principal writes')
-    t.equal((await store.get(handle.id))?.requestCount, 2, 'and counts one request')
+    t.equal((await store.get(handle.id))?.requestCount, 1, 'and counts no request')
     t.equal(await store.append('missing', LOG, [entry(1)], undefined, { touch: {} }), undefined, 'a scope that is gone is not written')
     for (let i = 0; i < 2; i++) {
       await sleep(600)
