@@ -55,18 +55,19 @@ export class ScopeState {
   /** @throws {StorageUnavailableError} when the store cannot be reached; nothing is appended then. */
   async append<T> (log: LogSpec, entries: readonly T[], count?: CounterUpdate): Promise<Array<LogEntry<T>>> {
     const gate = this.#gate
-    if (gate === undefined || this.#reached !== undefined) {
-      await this.#reached
-      return await this.#store.append(this.#scope, log, entries, count, { op: this.#op() }) ?? []
+    if (gate !== undefined && this.#reached === undefined) {
+      // A handle's first use: the append itself checks the scope and slides its expiry.
+      const stored = this.#store.append(this.#scope, log, entries, count, { op: this.#op(), touch: { principal: gate.principal } })
+      // What a later use of the state waits for; a failure here is thrown below.
+      const reached = stored.then(found => { if (found === undefined) throw gate.missing() })
+      reached.catch(() => {})
+      this.#reached = reached
+      const found = await stored
+      if (found === undefined) throw gate.missing()
+      return found
     }
-    const stored = this.#store.append(this.#scope, log, entries, count, { op: this.#op(), touch: { principal: gate.principal } })
-    // What a later use of the state waits for; a failure here is thrown below.
-    const reached = stored.then(found => { if (found === undefined) throw gate.missing() })
-    reached.catch(() => {})
-    this.#reached = reached
-    const found = await stored
-    if (found === undefined) throw gate.missing()
-    return found
+    if (this.#reached !== undefined) await this.#reached
+    return await this.#store.append(this.#scope, log, entries, count, { op: this.#op() }) ?? []
   }
 
   entries<T> (log: LogSpec, last?: number): Promise<{ entries: Array<LogEntry<T>>, appended: number }> {
