@@ -139,7 +139,7 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
   async function record (context: FeatureContext, calculations: Calculation[], handle?: string): Promise<Array<Recorded | Calculation>> {
     const add: Record<string, number> = {}
     for (const { operation } of calculations) add[operation] = (add[operation] ?? 0) + 1
-    const state = handle === undefined ? context.state : context.open(handle)
+    const { state, uri } = historyOf(context, handle)
     const appended = await state.append(HISTORY, calculations, { set: OPERATIONS, add })
     for (const operation in add) options.onCalculated?.(operation, add[operation]!)
     // A history that kept nothing did not change: no subscriber is told. Otherwise the update
@@ -148,7 +148,7 @@ export function registerCalculator (calculator: Feature, options: CalculatorOpti
       await logRecorded(context, calculations)
       return calculations
     }
-    await Promise.all([context.resourceUpdated(historyUri(handle)), logRecorded(context, calculations)])
+    await Promise.all([context.resourceUpdated(uri), logRecorded(context, calculations)])
     return appended.map(asRecorded)
   }
 

@@ -47,9 +47,12 @@ export class ScopeState {
     return this.#request === undefined ? undefined : `${this.#request}#${this.#writes++}`
   }
 
-  #reach (): Promise<void> {
-    const gate = this.#gate!
-    return (this.#reached ??= gate.touch().then(found => { if (!found) throw gate.missing() }))
+  /** Runs `use` on the scope: at once, or for a handle once the request has reached it (a read touches first). */
+  #onScope<R> (use: () => Promise<R>): Promise<R> {
+    const gate = this.#gate
+    if (gate === undefined) return use()
+    this.#reached ??= gate.touch().then(found => { if (!found) throw gate.missing() })
+    return this.#reached.then(use)
   }
 
   /** @throws {StorageUnavailableError} when the store cannot be reached; nothing is appended then. */
@@ -66,28 +69,23 @@ export class ScopeState {
       if (found === undefined) throw gate.missing()
       return found
     }
-    if (this.#reached !== undefined) await this.#reached
-    return await this.#store.append(this.#scope, log, entries, count, { op: this.#op() }) ?? []
+    return await this.#onScope(() => this.#store.append(this.#scope, log, entries, count, { op: this.#op() })) ?? []
   }
 
   entries<T> (log: LogSpec, last?: number): Promise<{ entries: Array<LogEntry<T>>, appended: number }> {
-    if (this.#gate === undefined) return this.#store.entries(this.#scope, log, last)
-    return this.#reach().then(() => this.#store.entries(this.#scope, log, last))
+    return this.#onScope(() => this.#store.entries(this.#scope, log, last))
   }
 
   entry<T> (log: LogSpec, seq: number): Promise<LogEntry<T> | undefined> {
-    if (this.#gate === undefined) return this.#store.entry(this.#scope, log, seq)
-    return this.#reach().then(() => this.#store.entry(this.#scope, log, seq))
+    return this.#onScope(() => this.#store.entry(this.#scope, log, seq))
   }
 
   clear (log: LogSpec): Promise<number> {
-    if (this.#gate === undefined) return this.#store.clear(this.#scope, log, this.#op())
-    return this.#reach().then(() => this.#store.clear(this.#scope, log, this.#op()))
+    return this.#onScope(() => this.#store.clear(this.#scope, log, this.#op()))
   }
 
   counters (set: string): Promise<Record<string, number>> {
-    if (this.#gate === undefined) return this.#store.counters(this.#scope, set)
-    return this.#reach().then(() => this.#store.counters(this.#scope, set))
+    return this.#onScope(() => this.#store.counters(this.#scope, set))
   }
 }
 
@@ -157,18 +155,22 @@ export class ScopeHandles {
     if (!this.#wellFormed(handle)) throw unknownHandle(handle)
     return new ScopeState(this.#store, handle, request, {
       principal,
-      touch: async () => await this.#store.touch(handle, undefined, principal) !== undefined,
+      touch: () => this.#touch(handle, principal),
       missing: () => unknownHandle(handle)
     })
   }
 
   /** Whether `handle` names a live scope of `principal`'s; sliding its expiry when it does. */
   async usable (handle: string, principal: string | undefined): Promise<boolean> {
-    return this.#wellFormed(handle) && await this.#store.touch(handle, undefined, principal) !== undefined
+    return this.#wellFormed(handle) && await this.#touch(handle, principal)
   }
 
   #wellFormed (handle: string): boolean {
     return handle.startsWith(HANDLE_PREFIX) && handle.length <= MAX_HANDLE_LENGTH
+  }
+
+  async #touch (handle: string, principal: string | undefined): Promise<boolean> {
+    return await this.#store.touch(handle, undefined, principal) !== undefined
   }
 }
 

@@ -419,8 +419,7 @@ export class RedisSessionStore implements SessionStore {
       if (logLevel !== null) record.logLevel = logLevel as LogLevel
       if (streamNode !== null) record.streamNode = streamNode
     }
-    // The index only counts live scopes, so it may lag activity by refreshEveryMs; not awaited.
-    if (reindex === 1) this.#redis.zadd(indexOf(record), now, id).catch(() => {})
+    if (reindex === 1) this.#reindex(record, id, now)
     return { record, hits, resetMs }
   }
 
@@ -467,9 +466,14 @@ export class RedisSessionStore implements SessionStore {
     const reply = await this.#run('append', () => this.#redis.mcpAppend(s, f, c, e, ...args)) as [string, string] | null
     if (reply === null) return undefined
     const [outcome, reindex] = reply
-    if (reindex !== '') this.#redis.zadd(indexOf({ protocolVersion: reindex }), now, scope).catch(() => {})
+    if (reindex !== '') this.#reindex({ protocolVersion: reindex }, scope, now)
     const [first, at] = outcome.split(' ').map(Number) as [number, number]
     return entries.map((data, i) => ({ seq: first + i, at, data }))
+  }
+
+  /** Re-scores a scope in its kind's index. The index only counts live scopes, so it may lag activity by refreshEveryMs: not awaited. */
+  #reindex (scope: Pick<SessionRecord, 'protocolVersion'>, id: string, now: number): void {
+    this.#redis.zadd(indexOf(scope), now, id).catch(() => {})
   }
 
   async entries<T> (scope: string, log: LogSpec, last?: number): Promise<{ entries: Array<LogEntry<T>>, appended: number }> {

@@ -61,9 +61,9 @@ export class Listeners {
   resourceUpdated (uri: string): void {
     // In the 2026-07-28 revision the only state is in handles, so only resources that name one
     // change; others (a session's history, say) are never announced: listeners are of no session.
-    // The broadcast comes back to this node too.
     const elsewhere = this.#anyoneElse()
     if ((!elsewhere && this.#here.size === 0) || !HANDLE_IN_URI.test(uri)) return
+    // The broadcast comes back to this node too.
     if (elsewhere) this.#bus.broadcast({ kind: 'updated', uri }).catch(() => {})
     else this.#deliver(uri)
   }
