@@ -314,14 +314,15 @@ async function main () {
       // The floor: the app's hooks and framework doing no MCP work, the most a call of this mode can reach.
       const floor = await startScript('floor-server.js', { ...SERVER_ENV, ...(mode === 'redis' && { USE_REDIS: 'true', REDIS_URL: redis.url }) })
       try {
-        await throughput(`app floor, ${mode}: JSON echo route behind the app's hooks`, { url: `${floor.url}/echo`, headers: { 'content-type': 'application/json' }, message: CALCULATE }, 'none (the most a call of this mode can reach)')
+        const route = (path: string) => ({ url: `${floor.url}${path}`, headers: { 'content-type': 'application/json' }, message: CALCULATE })
+        await throughput(`app floor, ${mode}: JSON echo route behind the app's hooks`, route('/echo'), 'none (the most a call of this mode can reach)')
         if (mode === 'redis') {
-          const stored = { url: `${floor.url}/echo-stored`, headers: { 'content-type': 'application/json' }, message: CALCULATE }
-          const row = await throughput('app floor, redis, two store round trips: the same route, touching a session and appending to its log', stored, 'none (the most a warm session call that keeps state can reach)')
-          await recordRedis(row, client, stored.url, undefined, CALCULATE, { 'content-type': 'application/json' })
-          const written = { url: `${floor.url}/echo-written`, headers: { 'content-type': 'application/json' }, message: CALCULATE }
+          const stored = route('/echo-stored')
+          const two = await throughput('app floor, redis, two store round trips: the same route, touching a session and appending to its log', stored, 'none (the most a warm session call that keeps state can reach)')
+          await recordRedis(two, client, stored.url, undefined, stored.message, stored.headers)
+          const written = route('/echo-written')
           const one = await throughput('app floor, redis, one store round trip: the same route, appending to the log and touching the session in the same step', written, 'none (the most a 2026-07-28 call with a history handle can reach)')
-          await recordRedis(one, client, written.url, undefined, CALCULATE, { 'content-type': 'application/json' })
+          await recordRedis(one, client, written.url, undefined, written.message, written.headers)
         }
       } finally {
         await stop(floor.process)
