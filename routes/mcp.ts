@@ -1,6 +1,6 @@
 import type { ServerResponse } from 'node:http'
 import { Transform } from 'node:stream'
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest, preParsingHookHandler } from 'fastify'
 import type { JSONRPCMessage, JSONRPCRequest } from '@modelcontextprotocol/sdk/types.js'
 import {
   ForbiddenOriginError, InvalidRequestError, McpHttpError, MethodNotAllowedError, MissingSessionIdError, PayloadTooLargeError, SessionNotFoundError,
@@ -98,6 +98,8 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
 
   /** With access tokens required, a request without a valid one gets 401 (see plugins/authorization.ts). */
   const authenticate = (request: FastifyRequest) => authorization.authenticate(request)
+  // Without tokens there is nothing to check, and no hook (each async one costs a promise and a turn).
+  const authenticated = authorization.mode === 'jwt' ? [authenticate] : []
 
   /**
    * Starts the store round trip of the session a POST or GET names as it arrives: the rate limiter,
@@ -132,18 +134,15 @@ export default async function mcpRoutes (fastify: FastifyInstance) {
   }
 
   /** A POST without a session id (but a 2026-07-28 request's) may carry SESSIONLESS_BODY_LIMIT bytes at most. */
-  async function limitSessionless (request: FastifyRequest, _reply: FastifyReply, payload: NodeJS.ReadableStream) {
-    if (request.headers['mcp-session-id'] !== undefined || isModernHeader(request.headers['mcp-protocol-version'])) return payload
+  const limitSessionless: preParsingHookHandler = (request, _reply, payload, done) => {
+    if (request.headers['mcp-session-id'] !== undefined || isModernHeader(request.headers['mcp-protocol-version'])) return done(null, payload)
     const declared = request.headers['content-length']
-    if (declared !== undefined) {
-      if (Number(declared) > SESSIONLESS_BODY_LIMIT) throw new PayloadTooLargeError(SESSIONLESS_BODY_LIMIT)
-      return payload
-    }
-    return limited(payload, SESSIONLESS_BODY_LIMIT)
+    if (declared === undefined) return done(null, limited(payload, SESSIONLESS_BODY_LIMIT))
+    done(Number(declared) > SESSIONLESS_BODY_LIMIT ? new PayloadTooLargeError(SESSIONLESS_BODY_LIMIT) : null, payload)
   }
 
   // The rate limiter appends its hook after these.
-  const shared = { onRequest: [verifyOrigin, authenticate, touchSession], config: { rateLimit: {} } }
+  const shared = { onRequest: [verifyOrigin, ...authenticated, touchSession], config: { rateLimit: {} } }
 
   /**
    * A 2026-07-28 request: checked against its headers, authorized, answered on its own (or, for
