@@ -33,7 +33,7 @@ export class ScopeState {
   readonly #request?: string
   readonly #gate?: HandleGate
   /** With a gate: settles once the request has reached the scope, rejects when it could not. */
-  #reached?: Promise<void>
+  #reached?: Promise<unknown>
   #writes = 0
 
   constructor (store: ScopeStore, scope: string, request?: string, gate?: HandleGate) {
@@ -59,15 +59,14 @@ export class ScopeState {
   async append<T> (log: LogSpec, entries: readonly T[], count?: CounterUpdate): Promise<Array<LogEntry<T>>> {
     const gate = this.#gate
     if (gate !== undefined && this.#reached === undefined) {
-      // A handle's first use: the append itself checks the scope and slides its expiry.
-      const stored = this.#store.append(this.#scope, log, entries, count, { op: this.#op(), touch: { principal: gate.principal } })
-      // What a later use of the state waits for; a failure here is thrown below.
-      const reached = stored.then(found => { if (found === undefined) throw gate.missing() })
-      reached.catch(() => {})
-      this.#reached = reached
-      const found = await stored
-      if (found === undefined) throw gate.missing()
-      return found
+      // A handle's first use: the append itself checks the scope and slides its expiry. Later uses
+      // of the state wait for it.
+      const stored = this.#store.append(this.#scope, log, entries, count, { op: this.#op(), touch: { principal: gate.principal } }).then(found => {
+        if (found === undefined) throw gate.missing()
+        return found
+      })
+      this.#reached = stored
+      return await stored
     }
     return await this.#onScope(() => this.#store.append(this.#scope, log, entries, count, { op: this.#op() })) ?? []
   }
